@@ -1,0 +1,324 @@
+"""The command line: a thin layer that parses options and calls the core.
+
+torch is imported inside the commands, so that `rnngen --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import secrets
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from rnngen.errors import RnngenError
+
+app = typer.Typer(
+    name="rnngen",
+    help="Train character-level and MIDI recurrent networks (LSTM, GRU, RNN), and sample from them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class Cell(str, Enum):
+    lstm = "lstm"
+    gru = "gru"
+    rnn = "rnn"
+
+
+class Kind(str, Enum):
+    auto = "auto"
+    text = "text"
+    midi = "midi"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Format(str, Enum):
+    text = "text"
+    jsonl = "jsonl"
+
+
+# Options shared by several commands.
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", "-s", help="Random seed: same seed, same result.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or messages on stderr.")]
+
+
+def err(message: str) -> None:
+    from rnngen.report import stderr_console
+
+    console = stderr_console()
+    console.print(f"[bold red]error:[/] {_escape(message)}", soft_wrap=True)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def friendly(command):
+    """Turn rnngen's own errors into one line on stderr and exit 1; a closed stdout ends quietly."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except RnngenError as e:
+            err(str(e))
+            raise typer.Exit(1) from None
+        except BrokenPipeError:
+            _silence_stdout()
+            raise typer.Exit(0) from None
+        except KeyboardInterrupt:
+            err("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _silence_stdout() -> None:
+    """After a reader closed the pipe, point stdout at devnull so the exit-time flush cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def unescape(text: str) -> str:
+    r"""Backslash escapes typed on a command line (\n, \t, \\) become the characters."""
+    out, i = [], 0
+    table = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "0": "\0"}
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text) and text[i + 1] in table:
+            out.append(table[text[i + 1]])
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def _positive(value: Optional[float], option: str, allow_zero: bool = False) -> None:
+    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+        raise typer.BadParameter(f"must be {'at least 0' if allow_zero else 'above 0'}, not {value}",
+                                 param_hint=option)
+
+
+# --------------------------------------------------------------------------------------------------
+# train
+
+
+@app.command()
+@friendly
+def train(
+    sources: Annotated[Optional[list[str]], typer.Argument(
+        help="Text files, MIDI files, folders (searched recursively), or - for text on stdin.",
+        show_default=False)] = None,
+    kind: Annotated[Kind, typer.Option(help="What the sources are; auto looks at the files.")] = Kind.auto,
+    cell: Annotated[Cell, typer.Option(help="Recurrent cell.")] = Cell.lstm,
+    layers: Annotated[Optional[int], typer.Option(help="Recurrent layers. [default: by budget]", show_default=False)] = None,
+    hidden: Annotated[Optional[int], typer.Option(help="Hidden units per layer. [default: by budget]", show_default=False)] = None,
+    embed: Annotated[Optional[int], typer.Option(help="Token embedding width. [default: 64]", show_default=False)] = None,
+    dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers and before the output. [default: by budget]", show_default=False)] = None,
+    seq_len: Annotated[Optional[int], typer.Option(help="Tokens per training window (BPTT length). [default: by budget]", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Parallel streams per step. [default: by budget]", show_default=False)] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. [default: by budget]", show_default=False)] = None,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay on weight matrices.")] = 0.1,
+    grad_clip: Annotated[float, typer.Option(help="Clip the gradient norm to this.")] = 1.0,
+    warmup: Annotated[int, typer.Option(help="Warm-up steps before the cosine decay.")] = 100,
+    max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps.", show_default=False)] = None,
+    max_time: Annotated[Optional[str], typer.Option(help="Stop after this long: 90s, 10m, 1h. [default: 10m when no other stop is given]", show_default=False)] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="Stop after this many passes over the data.", show_default=False)] = None,
+    val_frac: Annotated[float, typer.Option(help="Share held out for validation (text: the end of the corpus).")] = 0.1,
+    eval_every: Annotated[Optional[int], typer.Option(help="Validate every N steps. [default: ten times per run]", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Best checkpoint; the resumable one goes beside it as NAME.last.pt. [default: checkpoints/<source>.pt]", show_default=False)] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint at --out.")] = False,
+    resume: Annotated[Optional[str], typer.Option(help="Continue a run exactly from its .last.pt checkpoint.", show_default=False)] = None,
+    init_from: Annotated[Optional[str], typer.Option(help="Start from a checkpoint's weights (fine-tuning).", show_default=False)] = None,
+    device: DeviceOpt = "auto",
+    precision: Annotated[Precision, typer.Option(help="auto: bf16 where the hardware is fast at it, else fp32.")] = Precision.auto,
+    seed: SeedOpt = None,
+    log: Annotated[Optional[Path], typer.Option(help="Append metrics as JSON lines to this file.", show_default=False)] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a model on text or MIDI files and save the best checkpoint by validation loss."""
+    from rnngen import train_cmd
+
+    for value, name in [(layers, "--layers"), (hidden, "--hidden"), (embed, "--embed"), (seq_len, "--seq-len"),
+                        (batch_size, "--batch-size"), (lr, "--lr"), (max_steps, "--max-steps"),
+                        (epochs, "--epochs"), (eval_every, "--eval-every"), (grad_clip, "--grad-clip")]:
+        _positive(value, name)
+    _positive(weight_decay, "--weight-decay", allow_zero=True)
+    _positive(warmup, "--warmup", allow_zero=True)
+    if dropout is not None and not 0 <= dropout < 1:
+        raise typer.BadParameter(f"must be in [0, 1), not {dropout}", param_hint="--dropout")
+    if not 0 < val_frac < 1:
+        raise typer.BadParameter(f"must be between 0 and 1, not {val_frac}", param_hint="--val-frac")
+    seconds = None
+    if max_time is not None:
+        from rnngen.config import parse_duration
+
+        try:
+            seconds = parse_duration(max_time)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--max-time") from None
+        _positive(seconds, "--max-time")
+    if not sources and not resume:
+        raise typer.BadParameter("give at least one file or folder to train on", param_hint="SOURCE")
+
+    code = train_cmd.run(
+        sources=sources or [], kind=kind.value, cell=cell.value, layers=layers, hidden=hidden, embed=embed,
+        dropout=dropout, seq_len=seq_len, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        grad_clip=grad_clip, warmup=warmup, max_steps=max_steps, max_time=seconds, epochs=epochs,
+        val_frac=val_frac, eval_every=eval_every, out=out, force=force, resume=resume, init_from=init_from,
+        device=device, precision=precision.value, seed=seed, log=log, quiet=quiet,
+    )
+    if code:
+        raise typer.Exit(code)
+
+
+# --------------------------------------------------------------------------------------------------
+# sample
+
+
+@app.command()
+@friendly
+def sample(
+    checkpoint: Annotated[str, typer.Argument(help="A checkpoint path or a shipped model name.")] = "shakespeare",
+    length: Annotated[int, typer.Option("--length", "-n", help="Tokens to generate (characters or MIDI events), not counting the prime.")] = 500,
+    num_samples: Annotated[int, typer.Option("--num-samples", "-b", help="Samples generated together in one batch.")] = 1,
+    temperature: Annotated[float, typer.Option("--temperature", "-t", help="Sampling temperature; 0 is greedy.")] = 0.8,
+    top_k: Annotated[Optional[int], typer.Option(help="Sample only among the k likeliest tokens.", show_default=False)] = None,
+    top_p: Annotated[Optional[float], typer.Option(help="Sample only among the likeliest tokens covering this probability (nucleus).", show_default=False)] = None,
+    seed: SeedOpt = None,
+    prime: Annotated[Optional[str], typer.Option("--prime", "-p", help=r"Text to start from (\n and \t escapes work).", show_default=False)] = None,
+    prime_file: Annotated[Optional[str], typer.Option("--prime-file", "-f", help="Start from this file's text, or - for stdin.", show_default=False)] = None,
+    stop: Annotated[Optional[list[str]], typer.Option(help="End a sample at this string (repeatable; not printed).", show_default=False)] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="text, or jsonl: one JSON object per sample.")] = Format.text,
+    separator: Annotated[str, typer.Option(help="Printed between text samples.")] = r"\n\n",
+    echo: Annotated[bool, typer.Option("--echo/--no-echo", help="Print the prime before the generated text.")] = True,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Write to this file instead of stdout (- is stdout).", show_default=False)] = None,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+) -> None:
+    """Generate text from a trained model; samples go to stdout, everything else to stderr."""
+    from rnngen import sample_cmd
+
+    if length < 1:
+        raise typer.BadParameter(f"must be at least 1, not {length}", param_hint="--length")
+    if num_samples < 1:
+        raise typer.BadParameter(f"must be at least 1, not {num_samples}", param_hint="--num-samples")
+    _positive(temperature, "--temperature", allow_zero=True)
+    if top_k is not None and top_k < 1:
+        raise typer.BadParameter(f"must be at least 1, not {top_k}", param_hint="--top-k")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise typer.BadParameter(f"must be in (0, 1], not {top_p}", param_hint="--top-p")
+    if prime is not None and prime_file is not None:
+        raise typer.BadParameter("give --prime or --prime-file, not both", param_hint="--prime")
+
+    sample_cmd.run(
+        checkpoint=checkpoint, length=length, num_samples=num_samples, temperature=temperature, top_k=top_k,
+        top_p=top_p, seed=seed if seed is not None else secrets.randbelow(2**31),
+        prime=unescape(prime) if prime is not None else None, prime_file=prime_file,
+        stops=[unescape(s) for s in stop or []], fmt=fmt.value, separator=unescape(separator), echo=echo,
+        out=out, device=device, quiet=quiet,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# info and eval
+
+
+@app.command()
+@friendly
+def info(
+    checkpoint: Annotated[str, typer.Argument(help="A checkpoint path or a shipped model name.")],
+) -> None:
+    """What a checkpoint is, how it was trained and its validation loss."""
+    from rnngen import checkpoint as ckpt_io
+    from rnngen.config import format_duration
+
+    path = ckpt_io.resolve(checkpoint)
+    model, codec, ckpt = ckpt_io.load_model(path)
+    cfg, tr = model.cfg, ckpt.get("train", {})
+    lines = [
+        f"checkpoint  {path}",
+        f"kind        {codec.describe()}",
+        f"model       {cfg.cell} {cfg.layers} x {cfg.hidden}, embed {cfg.embed}, dropout {cfg.dropout}, "
+        f"{model.num_params():,} parameters",
+    ]
+    if tr:
+        c = tr.get("config", {})
+        lines += [
+            f"trained     {tr.get('step', '?')} steps, {tr.get('epoch', 0):.2f} epochs, "
+            f"{tr.get('tokens', 0):,} tokens in {format_duration(tr.get('elapsed', 0))} "
+            f"on {tr.get('device', '?')} ({tr.get('precision', '?')})",
+            f"settings    batch {c.get('batch_size')} x seq-len {c.get('seq_len')}, lr {c.get('lr')}, "
+            f"weight decay {c.get('weight_decay')}, seed {c.get('seed')}",
+            f"data        {', '.join(c.get('sources', [])) or '?'}",
+        ]
+        if "val_loss" in tr:
+            v = tr["val_loss"]
+            lines.append(f"validation  {v:.4f} nats/{_unit(codec)} ({v / 0.6931471805599453:.4f} bits/{_unit(codec)})")
+    lines.append(f"resumable   {'yes' if 'resume' in ckpt else 'no'}")
+    print("\n".join(lines))
+
+
+def _unit(codec) -> str:
+    return "char" if codec.kind == "text" else "event"
+
+
+@app.command(name="eval")
+@friendly
+def eval_(
+    checkpoint: Annotated[str, typer.Argument(help="A checkpoint path or a shipped model name.")],
+    files: Annotated[list[str], typer.Argument(help="Held-out data: files, folders, or - for stdin.")],
+    device: DeviceOpt = "auto",
+) -> None:
+    """Loss of a model on held-out data: nats and bits per token, and perplexity."""
+    import math
+
+    from rnngen import checkpoint as ckpt_io
+    from rnngen.data import load_text
+    from rnngen.device import resolve_device, resolve_precision
+    from rnngen.train import evaluate
+
+    dev = resolve_device(device)
+    model, codec, _ = ckpt_io.load_model(checkpoint)
+    if codec.kind != "text":
+        from rnngen.midi import load_midi_ids
+
+        ids = load_midi_ids(files, codec)
+    else:
+        text, _ = load_text(files)
+        codec.check(text, "the evaluation text")
+        ids = codec.encode_corpus(text)
+    nats = evaluate(model.to(dev), ids, dev, resolve_precision("auto", dev))
+    unit = _unit(codec)
+    print(f"{nats:.4f} nats/{unit}  {nats / math.log(2):.4f} bits/{unit}  perplexity {math.exp(nats):.3f}  "
+          f"({len(ids):,} {unit}s)")
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:
+        _silence_stdout()
+        sys.exit(0)

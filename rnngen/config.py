@@ -1,0 +1,87 @@
+"""Typed configuration: every option becomes a field here, and `asdict()` goes into the checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+CELLS = ("lstm", "gru", "rnn")
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    cell: str = "lstm"
+    layers: int = 2
+    hidden: int = 512
+    embed: int = 64
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
+
+
+@dataclass
+class TrainConfig:
+    seq_len: int = 128
+    batch_size: int = 64
+    lr: float = 2e-3
+    min_lr_frac: float = 0.1  # cosine decay ends at lr * min_lr_frac
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    max_steps: int | None = None
+    max_time: float | None = None  # seconds
+    epochs: float | None = None
+    eval_every: int | None = None  # None: ten evaluations over the run
+    val_frac: float = 0.1
+    seed: int = 1337
+    sources: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SampleConfig:
+    length: int = 500
+    num_samples: int = 1
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+
+# Defaults chosen by the time budget, for every option the user leaves unset. A short run learns
+# most from a small, fast model; a longer one can afford width, longer windows and dropout.
+BUDGET_TIERS: list[tuple[float, dict]] = [
+    (180.0, dict(layers=2, hidden=256, embed=64, dropout=0.0, seq_len=64, batch_size=32, lr=3e-3)),
+    (float("inf"), dict(layers=2, hidden=512, embed=64, dropout=0.2, seq_len=128, batch_size=64, lr=2e-3)),
+]
+DEFAULT_MAX_TIME = 600.0  # the stop when none of --max-steps, --max-time, --epochs is given
+
+
+def defaults_for_budget(seconds: float | None) -> dict:
+    """Model and optimisation defaults for a run of `seconds` (None: no time limit)."""
+    for limit, values in BUDGET_TIERS:
+        if seconds is not None and seconds <= limit:
+            return dict(values)
+    return dict(BUDGET_TIERS[-1][1])
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '10m', '1h', '1h30m' or plain seconds -> seconds."""
+    import re
+
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{text!r} is not a duration; use forms like 90s, 10m, 1h or 1h30m")
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"

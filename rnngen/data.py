@@ -1,0 +1,153 @@
+"""Reading sources and cutting token streams into training windows.
+
+Training uses stateful truncated BPTT (as char-rnn and torch-rnn do): the corpus becomes B
+parallel streams, each step takes the next `seq_len` window of every stream, and the hidden
+state is carried from one window to the next. Nothing here knows about text or MIDI.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from rnngen.errors import RnngenError
+
+MIDI_SUFFIXES = (".mid", ".midi")
+
+
+def is_midi(path: Path) -> bool:
+    if path.suffix.lower() in MIDI_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"MThd"
+    except OSError:
+        return False
+
+
+def expand_sources(sources: Sequence[str]) -> list[Path | str]:
+    """Files in the order given; folders searched recursively (sorted); `-` stays as stdin."""
+    found: list[Path | str] = []
+    for src in sources:
+        if src == "-":
+            found.append("-")
+            continue
+        path = Path(src).expanduser()
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            if not files:
+                raise RnngenError(f"the folder {src} holds no files")
+            found.extend(files)
+        elif path.is_file():
+            found.append(path)
+        elif path.exists():
+            raise RnngenError(f"{src} is not a regular file")
+        else:
+            raise RnngenError(f"no such file or folder: {src}")
+    return found
+
+
+def detect_kind(files: Sequence[Path | str], kind: str = "auto") -> str:
+    """`auto`: MIDI when every file is MIDI (by header or name), else text."""
+    if kind != "auto":
+        return kind
+    paths = [f for f in files if f != "-"]
+    return "midi" if paths and len(paths) == len(files) and all(is_midi(p) for p in paths) else "text"
+
+
+def read_text(src: Path | str) -> str:
+    """A text file as str: UTF-8 (a BOM is dropped), universal newlines. Binary files are refused."""
+    name = "standard input" if src == "-" else str(src)
+    try:
+        raw = sys.stdin.buffer.read() if src == "-" else Path(src).read_bytes()
+    except OSError as e:
+        raise RnngenError(f"cannot read {name}: {e.strerror or e}") from e
+    if b"\x00" in raw[:65536]:
+        raise RnngenError(f"{name} looks like a binary file, not text (it has NUL bytes)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise RnngenError(f"{name} is not UTF-8 text (bad byte at offset {e.start}); convert it with iconv") from e
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def load_text(sources: Sequence[str]) -> tuple[str, list[str]]:
+    """Every text source concatenated; folders keep only the files that read as text."""
+    parts, names, skipped = [], [], []
+    for src in expand_sources(sources):
+        explicit = src == "-" or str(src) in sources
+        try:
+            text = read_text(src)
+        except RnngenError as e:
+            if explicit:
+                raise
+            skipped.append(str(e))
+            continue
+        if text:
+            parts.append(text)
+            names.append("-" if src == "-" else str(src))
+    for line in skipped:
+        print(f"skipped: {line}", file=sys.stderr)
+    if not parts:
+        raise RnngenError(f"no text found in {', '.join(sources)}" + (" (the input is empty)" if not skipped else ""))
+    return "".join(parts), names
+
+
+def split(ids: torch.Tensor, val_frac: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train on the first part, validate on the last `val_frac` (the split nanoGPT reports on)."""
+    cut = int(len(ids) * (1.0 - val_frac))
+    return ids[:cut], ids[cut:]
+
+
+class Streams:
+    """A 1-D token tensor cut into `batch` parallel streams, read `seq_len` tokens at a time.
+
+    Each epoch starts the streams at a different offset (drawn from the seed), so that the window
+    boundaries move between epochs.
+    """
+
+    def __init__(self, ids: torch.Tensor, batch: int, seq_len: int, seed: int = 0):
+        self.ids, self.batch, self.seq_len, self.seed = ids, batch, seq_len, seed
+        if self.windows_per_epoch < 1:
+            need = batch * (seq_len + 1) + seq_len
+            raise RnngenError(
+                f"the training data has {len(ids):,} tokens, fewer than one window of batch {batch} x "
+                f"seq-len {seq_len} needs ({need:,}); use a smaller --batch-size or --seq-len, or more data"
+            )
+
+    @property
+    def windows_per_epoch(self) -> int:
+        # The offset can take up to seq_len - 1 tokens from the front.
+        usable = len(self.ids) - self.seq_len
+        return (usable - 1) // self.batch // self.seq_len
+
+    def _offset(self, epoch: int) -> int:
+        if epoch == 0:
+            return 0
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return int(torch.randint(0, self.seq_len, (1,), generator=g))
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(x, y) windows of shape (batch, seq_len), from window `start` of `epoch` on."""
+        n, T = self.windows_per_epoch, self.seq_len
+        span = n * T
+        off = self._offset(epoch)
+        x = self.ids[off : off + self.batch * span].view(self.batch, span)  # (B, n*T)
+        y = self.ids[off + 1 : off + 1 + self.batch * span].view(self.batch, span)  # (B, n*T)
+        for i in range(start, n):
+            yield x[:, i * T : (i + 1) * T], y[:, i * T : (i + 1) * T]
+
+
+def eval_windows(ids: torch.Tensor, batch: int, seq_len: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Validation windows covering (nearly) all of `ids` once, as parallel streams."""
+    batch = max(1, min(batch, (len(ids) - 1) // max(seq_len, 1)))
+    span = (len(ids) - 1) // batch
+    if span < 1:
+        return
+    x = ids[: batch * span].view(batch, span)
+    y = ids[1 : batch * span + 1].view(batch, span)
+    for i in range(0, span, seq_len):
+        yield x[:, i : i + seq_len], y[:, i : i + seq_len]

@@ -1,0 +1,112 @@
+"""`rnngen sample`: prime, generate in a batch, and write text (streamed) or JSON lines to stdout."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+from rnngen import checkpoint as checkpoint_io
+from rnngen.data import read_text
+from rnngen.device import resolve_device
+from rnngen.errors import RnngenError
+from rnngen.sample import StopScanner, generate
+
+
+def run(*, checkpoint: str, length: int, num_samples: int, temperature: float, top_k, top_p, seed: int,
+        prime: str | None, prime_file: str | None, stops: list[str], fmt: str, separator: str, echo: bool,
+        out: str | None, device: str, quiet: bool) -> None:
+    dev = resolve_device(device)
+    model, codec, _ = checkpoint_io.load_model(checkpoint)
+    model.to(dev)
+    if codec.kind == "midi":
+        from rnngen.midi import sample_midi
+
+        sample_midi(model, codec, length=length, num_samples=num_samples, temperature=temperature,
+                    top_k=top_k, top_p=top_p, seed=seed, prime_file=prime_file, out=out, device=dev,
+                    quiet=quiet, prime_text=prime)
+        return
+    if prime_file is not None:
+        prime = read_text(prime_file)
+    prime = prime or ""
+    codec.check(prime, "the prime")
+    # With no prime, start as the model saw most text start: after a newline (not printed).
+    start = codec.encode(prime) if prime else [codec.index.get("\n", 0)]
+    tokens = generate(model, start, length, num_samples, temperature, top_k, top_p, seed, dev)
+    with _output(out) as stream:
+        if fmt == "jsonl":
+            _write_jsonl(stream, tokens, codec, num_samples, prime, stops, seed)
+        elif num_samples == 1:
+            _stream_one(stream, tokens, codec, prime if echo else "", stops)
+        else:
+            _write_batch(stream, tokens, codec, num_samples, prime if echo else "", stops, separator)
+
+
+@contextmanager
+def _output(out: str | None):
+    if out is None or out == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    path = Path(out)
+    if not path.parent.is_dir():
+        raise RnngenError(f"--out {out}: the folder {path.parent} does not exist")
+    try:
+        f = open(path, "w", encoding="utf-8", newline="")
+    except OSError as e:
+        raise RnngenError(f"cannot write {out}: {e.strerror or e}") from e
+    with f:
+        yield f
+
+
+def _stream_one(stream: TextIO, tokens, codec, prime: str, stops: list[str]) -> None:
+    """One sample: each character is written and flushed as soon as it is sampled."""
+    stream.write(prime)
+    scanner, chars = StopScanner(stops), codec.chars
+    text = ""
+    for step in tokens:
+        text = scanner.feed(chars[int(step[0])])
+        if text:
+            stream.write(text)
+            stream.flush()
+        if scanner.stopped:
+            break
+    tail = scanner.flush()
+    stream.write(tail)
+    if not (tail or text or prime).endswith("\n"):
+        stream.write("\n")
+    stream.flush()
+
+
+def _collect(tokens, codec, batch: int, stops: list[str]):
+    """Run the batch to the end (or until every row hit a stop); (texts, counts, reasons) per row."""
+    scanners = [StopScanner(stops) for _ in range(batch)]
+    pieces: list[list[str]] = [[] for _ in range(batch)]
+    counts = [0] * batch
+    chars = codec.chars
+    for step in tokens:
+        for row, tok in enumerate(step.tolist()):
+            s = scanners[row]
+            if not s.stopped:
+                counts[row] += 1
+                pieces[row].append(s.feed(chars[tok]))
+        if all(s.stopped for s in scanners):
+            break
+    texts = ["".join(p) + s.flush() for p, s in zip(pieces, scanners)]
+    return texts, counts, ["stop" if s.stopped else "length" for s in scanners]
+
+
+def _write_batch(stream: TextIO, tokens, codec, batch: int, prime: str, stops: list[str], separator: str) -> None:
+    texts, _, _ = _collect(tokens, codec, batch, stops)
+    stream.write(separator.join(prime + t for t in texts))
+    stream.write("\n")
+
+
+def _write_jsonl(stream: TextIO, tokens, codec, batch: int, prime: str, stops: list[str], seed: int) -> None:
+    texts, counts, reasons = _collect(tokens, codec, batch, stops)
+    for i, (text, count, reason) in enumerate(zip(texts, counts, reasons)):
+        record = {"index": i, "prime": prime, "text": text, "seed": seed, "tokens": count, "stop_reason": reason}
+        stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+

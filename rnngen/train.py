@@ -1,0 +1,308 @@
+"""The training loop. Nothing in this file knows about text or MIDI: it sees token ids.
+
+AdamW, gradient clipping, linear warm-up then cosine decay to the end of the run (the end being
+whichever of --max-steps, --max-time or --epochs comes first), stateful truncated BPTT, periodic
+validation, the best checkpoint by validation loss and a resumable last-state checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from rnngen import __version__, checkpoint
+from rnngen.config import TrainConfig
+from rnngen.data import Streams, eval_windows
+from rnngen.device import precision_name
+from rnngen.errors import RnngenError
+from rnngen.model import RNNModel
+
+
+class Interrupted(Exception):
+    """Training stopped by a signal after saving a resumable checkpoint."""
+
+    def __init__(self, signum: int, step: int, path: Path):
+        super().__init__(f"stopped by signal {signum} at step {step}")
+        self.signum, self.step, self.path = signum, step, path
+
+
+@dataclass
+class Event:
+    """What the loop tells its reporter after a step or an evaluation."""
+
+    step: int
+    epoch: float
+    loss: float
+    lr: float
+    tokens_per_s: float
+    progress: float
+    elapsed: float
+    val_loss: float | None = None
+    best_val: float | None = None
+    saved: bool = False
+
+
+@dataclass
+class Outcome:
+    steps: int
+    best_val: float
+    last_val: float
+    elapsed: float
+    tokens: int
+    best_path: Path
+    last_path: Path
+    history: list[Event] = field(default_factory=list)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: RNNModel, ids: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None,
+             batch: int = 64, seq_len: int = 256) -> float:
+    """Mean cross-entropy in nats per token over `ids`, reading it as parallel streams from a zero state."""
+    was_training = model.training
+    model.eval()
+    ids = ids.to(device)
+    # Long streams: each one starts cold, so fewer, longer streams measure the model more fairly.
+    batch = max(1, min(batch, len(ids) // 2048))
+    total, count, state = 0.0, 0, None
+    for x, y in eval_windows(ids, batch, seq_len):
+        with autocast(device, dtype):
+            logits, state = model(x.long(), state)
+        total += F.cross_entropy(logits.float().flatten(0, 1), y.long().flatten(), reduction="sum").item()
+        count += y.numel()
+    model.train(was_training)
+    if count == 0:
+        raise RnngenError("the validation data is too short to evaluate (fewer than two tokens)")
+    return total / count
+
+
+def make_optimizer(model: RNNModel, cfg: TrainConfig) -> torch.optim.AdamW:
+    """Weight decay on the weight matrices only; biases and the embedding table are left alone."""
+    decay, rest = [], []
+    for name, p in model.named_parameters():
+        (decay if p.dim() >= 2 and not name.startswith("embed") else rest).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    fused = next(model.parameters()).device.type in ("cpu", "cuda")  # one kernel for all parameters
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=fused)
+
+
+def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Linear warm-up (over `warmup_steps` or the first 5% of the run, whichever ends first),
+    then cosine decay to `min_lr_frac` of the peak at the end of the run."""
+    warm = min(1.0, max((step + 1) / max(1, cfg.warmup_steps), progress / 0.05))
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * warm * (cfg.min_lr_frac + (1.0 - cfg.min_lr_frac) * cosine)
+
+
+class Trainer:
+    def __init__(self, model: RNNModel, codec, train_ids: torch.Tensor, val_ids: torch.Tensor,
+                 cfg: TrainConfig, device: torch.device, dtype: torch.dtype | None, out: Path,
+                 report: Callable[[Event], None] = lambda e: None, resume: dict | None = None,
+                 meta: dict | None = None):
+        if not (cfg.max_steps or cfg.max_time or cfg.epochs):
+            raise ValueError("a run needs at least one of max_steps, max_time, epochs")
+        self.model, self.codec, self.cfg = model.to(device), codec, cfg
+        self.device, self.dtype, self.report = device, dtype, report
+        self.best_path, self.last_path = Path(out), checkpoint.last_path(Path(out))
+        self.meta = meta or {}
+        self.streams = Streams(train_ids.to(device), cfg.batch_size, cfg.seq_len, cfg.seed)
+        self.val_ids = val_ids
+        self.opt = make_optimizer(model, cfg)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
+        self.step = self.epoch = self.window = self.tokens = 0
+        self.elapsed_before = 0.0
+        self.best_val = self.last_val = math.inf
+        self.state = model.init_state(cfg.batch_size, device)
+        self.history: list[Event] = []
+        self._signal: int | None = None
+        if resume is not None:
+            self._restore(resume)
+        else:
+            torch.manual_seed(cfg.seed)
+
+    # -- state for --resume -------------------------------------------------------------------
+
+    def _resume_state(self) -> dict:
+        return {
+            "step": self.step, "epoch": self.epoch, "window": self.window, "tokens": self.tokens,
+            "elapsed": self.elapsed(), "best_val": self.best_val, "last_val": self.last_val,
+            "optimizer": self.opt.state_dict(), "scaler": self.scaler.state_dict(),
+            "hidden": [s.detach().cpu().clone() for s in self.state],
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+        }
+
+    def _restore(self, r: dict) -> None:
+        try:
+            self.step, self.epoch, self.window, self.tokens = r["step"], r["epoch"], r["window"], r["tokens"]
+            self.elapsed_before = float(r["elapsed"])
+            self.best_val, self.last_val = float(r["best_val"]), float(r["last_val"])
+            self.opt.load_state_dict(r["optimizer"])
+            if r.get("scaler"):
+                self.scaler.load_state_dict(r["scaler"])
+            hidden = tuple(h.to(self.device) for h in r["hidden"])
+            if [tuple(h.shape) for h in hidden] != [tuple(s.shape) for s in self.state]:
+                raise RnngenError("the resumed run's batch size differs from the checkpoint's; keep --batch-size")
+            self.state = hidden
+            torch.set_rng_state(r["rng_cpu"])
+            if r.get("rng_cuda") is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(r["rng_cuda"], self.device)
+        except (KeyError, TypeError, ValueError) as e:
+            raise RnngenError(f"the checkpoint's training state is damaged or incomplete ({e})") from e
+        for group in self.opt.param_groups:  # a resumed run may change the peak learning rate
+            group["lr"] = self.cfg.lr
+
+    def train_info(self) -> dict:
+        return {
+            "config": asdict(self.cfg), "step": self.step, "epoch": self.epoch_position(),
+            "tokens": self.tokens, "elapsed": self.elapsed(), "val_loss": self.best_val,
+            "last_val_loss": self.last_val, "device": str(self.device),
+            "precision": precision_name(self.dtype), "rnngen": __version__, **self.meta,
+        }
+
+    # -- progress -------------------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + (time.monotonic() - self._t0 if hasattr(self, "_t0") else 0.0)
+
+    def epoch_position(self) -> float:
+        return self.epoch + self.window / self.streams.windows_per_epoch
+
+    def progress(self) -> float:
+        cfg, parts = self.cfg, []
+        if cfg.max_steps:
+            parts.append(self.step / cfg.max_steps)
+        if cfg.max_time:
+            parts.append(self.elapsed() / cfg.max_time)
+        if cfg.epochs:
+            parts.append(self.epoch_position() / cfg.epochs)
+        return min(1.0, max(parts))
+
+    def _eval_due(self) -> bool:
+        if self.cfg.eval_every:
+            return self.step % self.cfg.eval_every == 0
+        # Ten times per run, but never so often that validation takes over 5% of the time.
+        tenth = int(self.progress() * 10)
+        if tenth <= self._last_tenth:
+            return False
+        if time.monotonic() - self._last_eval_end < 19 * self._eval_cost:
+            return False
+        self._last_tenth = tenth
+        return True
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        self._t0 = time.monotonic()
+        handlers = self._install_signals()
+        try:
+            return self._loop()
+        finally:
+            for sig, old in handlers.items():
+                signal.signal(sig, old)
+
+    def _install_signals(self) -> dict:
+        def on_signal(signum, frame):
+            if self._signal is not None:  # a second Ctrl-C: stop now, the last checkpoint stays
+                raise KeyboardInterrupt
+            self._signal = signum
+
+        handlers = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                handlers[sig] = signal.signal(sig, on_signal)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+        return handlers
+
+    def _loop(self) -> Outcome:
+        model, cfg, V = self.model, self.cfg, self.model.cfg.vocab_size
+        model.train()
+        self._last_tenth, self._last_eval_end, self._eval_cost = int(self.progress() * 10), 0.0, 0.0
+        train_time, train_tokens, tokens_per_s = 0.0, 0, 0.0  # throughput excludes evaluation
+        loss_value = math.nan
+        while self.progress() < 1.0:
+            for x, y in self.streams.epoch(self.epoch, self.window):
+                t_step = time.monotonic()
+                lr = learning_rate(cfg, self.step, self.progress())
+                for group in self.opt.param_groups:
+                    group["lr"] = lr
+                with autocast(self.device, self.dtype):
+                    logits, state = model(x.long(), self.state)  # (B, T, V)
+                loss = F.cross_entropy(logits.float().view(-1, V), y.long().view(-1))
+                self.opt.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                self.scaler.step(self.opt)
+                self.scaler.update()
+                self.state = tuple(s.detach() for s in state)
+
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    self._fail_non_finite()
+                self.step += 1
+                self.window += 1
+                self.tokens += x.numel()
+                train_tokens += x.numel()
+                train_time += time.monotonic() - t_step
+                tokens_per_s = train_tokens / train_time
+
+                event = Event(self.step, self.epoch_position(), loss_value, lr, tokens_per_s,
+                              self.progress(), self.elapsed())
+                finished = event.progress >= 1.0
+                if finished or self._eval_due():
+                    self._evaluate_and_save(event)
+                self.report(event)
+                if self._signal is not None:
+                    self._stop_on_signal()
+                if finished:
+                    break
+            else:
+                self.epoch += 1
+                self.window = 0
+                self.state = model.init_state(cfg.batch_size, self.device)  # a new epoch starts cold
+        if self.step == 0 or not math.isfinite(self.last_val):
+            event = Event(self.step, self.epoch_position(), loss_value, 0.0, tokens_per_s, 1.0, self.elapsed())
+            self._evaluate_and_save(event)
+            self.report(event)
+        return Outcome(self.step, self.best_val, self.last_val, self.elapsed(), self.tokens,
+                       self.best_path, self.last_path, self.history)
+
+    def _evaluate_and_save(self, event: Event) -> None:
+        t0 = time.monotonic()
+        val = evaluate(self.model, self.val_ids, self.device, self.dtype, seq_len=max(self.cfg.seq_len, 128))
+        self.model.train()
+        self.last_val = val
+        improved = val < self.best_val
+        if improved:
+            self.best_val = val
+            checkpoint.save(checkpoint.make(self.model, self.codec, self.train_info()), self.best_path)
+        self._save_last()
+        event.val_loss, event.best_val, event.saved = val, self.best_val, improved
+        self._last_eval_end = time.monotonic()
+        self._eval_cost = self._last_eval_end - t0
+        self.history.append(event)
+
+    def _save_last(self) -> None:
+        ckpt = checkpoint.make(self.model, self.codec, self.train_info(), resume=self._resume_state())
+        checkpoint.save(ckpt, self.last_path)
+
+    def _stop_on_signal(self) -> None:
+        self._save_last()
+        raise Interrupted(self._signal, self.step, self.last_path)
+
+    def _fail_non_finite(self) -> None:
+        kept = f"; the best checkpoint ({self.best_path}) is kept" if self.best_path.exists() else ""
+        raise RnngenError(f"the loss became non-finite at step {self.step + 1}; lower --lr or --grad-clip{kept}")

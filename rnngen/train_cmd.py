@@ -1,0 +1,179 @@
+"""`rnngen train`: read the sources, build or restore the model, run the trainer, say where it went."""
+
+from __future__ import annotations
+
+import math
+import signal
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from rnngen import checkpoint
+from rnngen.codec import TextCodec, codec_from_dict
+from rnngen.config import DEFAULT_MAX_TIME, ModelConfig, TrainConfig, defaults_for_budget, format_duration
+from rnngen.data import detect_kind, expand_sources, load_text, split
+from rnngen.device import precision_name, resolve_device, resolve_precision
+from rnngen.errors import RnngenError
+from rnngen.model import RNNModel
+from rnngen.report import Reporter
+from rnngen.train import Interrupted, Trainer
+
+MODEL_KEYS = ("layers", "hidden", "embed", "dropout")
+TRAIN_KEYS = ("seq_len", "batch_size", "lr")
+
+
+def run(*, sources: list[str], kind: str, cell: str, layers, hidden, embed, dropout, seq_len, batch_size, lr,
+        weight_decay: float, grad_clip: float, warmup: int, max_steps, max_time, epochs, val_frac: float,
+        eval_every, out: Path | None, force: bool, resume: str | None, init_from: str | None, device: str,
+        precision: str, seed, log: Path | None, quiet: bool) -> int:
+    dev = resolve_device(device)
+    dtype = resolve_precision(precision, dev)
+    if resume and init_from:
+        raise RnngenError("--resume continues a run and --init-from starts a new one; give one of them")
+
+    given = dict(layers=layers, hidden=hidden, embed=embed, dropout=dropout, seq_len=seq_len,
+                 batch_size=batch_size, lr=lr)
+    limits = dict(max_steps=max_steps, max_time=max_time, epochs=epochs)
+
+    resumed = checkpoint.load(resume) if resume else None
+    if resumed is not None:
+        if "resume" not in resumed:
+            raise RnngenError(f"{resume} has no training state to resume (use the .last.pt file beside it)")
+        codec = codec_from_dict(resumed["codec"])
+        cfg = _resumed_config(resumed, limits, given, eval_every)
+        sources = sources or cfg.sources
+        model_cfg = checkpoint.model_config(resumed)
+    else:
+        if not any(limits.values()):
+            limits["max_time"] = DEFAULT_MAX_TIME
+        budget = defaults_for_budget(limits["max_time"] if not (max_steps or epochs) else None)
+        chosen = {k: (v if v is not None else budget[k]) for k, v in given.items()}
+        cfg = TrainConfig(
+            seq_len=chosen["seq_len"], batch_size=chosen["batch_size"], lr=chosen["lr"], warmup_steps=warmup,
+            weight_decay=weight_decay, grad_clip=grad_clip, eval_every=eval_every, val_frac=val_frac,
+            seed=seed if seed is not None else 1337, **limits,
+        )
+        model_cfg = None
+
+    files = expand_sources(sources)
+    kind = detect_kind(files, kind if resumed is None else resumed["kind"])
+    base = checkpoint.load(init_from) if init_from else None
+    if kind == "midi":
+        from rnngen.midi import load_midi_corpus
+
+        codec, train_ids, val_ids, names = load_midi_corpus(files, val_frac=cfg.val_frac, seed=cfg.seed,
+                                                            codec=codec if resumed else _base_codec(base))
+    else:
+        text, names = load_text(sources)
+        if resumed is None:
+            codec = _base_codec(base) or TextCodec.fit(text)
+        codec.check(text, "the corpus")
+        train_ids, val_ids = split(codec.encode_corpus(text), cfg.val_frac)
+    if base is not None and base["kind"] != kind:
+        raise RnngenError(f"--init-from is a {base['kind']} model, but the data is {kind}")
+    if len(val_ids) < 2:
+        raise RnngenError("the validation split is empty: the corpus is too short for --val-frac; add data")
+    cfg.sources = [str(n) for n in names] if not resumed else cfg.sources
+
+    if model_cfg is None:
+        if base is not None:
+            model_cfg = checkpoint.model_config(base)
+            model_cfg.dropout = chosen["dropout"] if dropout is not None else model_cfg.dropout
+        else:
+            model_cfg = ModelConfig(vocab_size=codec.vocab_size, cell=cell, layers=chosen["layers"],
+                                    hidden=chosen["hidden"], embed=chosen["embed"], dropout=chosen["dropout"])
+    model = RNNModel(model_cfg)
+    if resumed is not None or base is not None:
+        model.load_state_dict(checkpoint.build_model(resumed or base).state_dict())
+
+    out = _out_path(out, sources, resume, force)
+    reporter = Reporter(unit="char" if kind == "text" else "event", quiet=quiet, log=log)
+    reporter.say(_header(model, cfg, kind, names, train_ids, val_ids, dev, dtype))
+    trainer = Trainer(model, codec, train_ids, val_ids, cfg, dev, dtype, out, report=reporter,
+                      resume=resumed["resume"] if resumed else None,
+                      meta={"kind": kind})
+    try:
+        with reporter:
+            outcome = trainer.run()
+    except Interrupted as stop:
+        reporter.say(f"stopped at step {stop.step}; saved {stop.path}")
+        reporter.say(f"resume with: rnngen train --resume {stop.path}")
+        return 128 + stop.signum if stop.signum in (signal.SIGINT, signal.SIGTERM) else 1
+    unit = "char" if kind == "text" else "event"
+    reporter.say(
+        f"done: {outcome.steps} steps in {format_duration(outcome.elapsed)}; best validation loss "
+        f"{outcome.best_val:.4f} nats/{unit} ({outcome.best_val / math.log(2):.4f} bits/{unit})"
+    )
+    reporter.say(f"saved {outcome.best_path} (best) and {outcome.last_path} (resumable)")
+    reporter.say(f"sample with: rnngen sample {outcome.best_path}")
+    return 0
+
+
+def _base_codec(base: dict | None):
+    return codec_from_dict(base["codec"]) if base is not None else None
+
+
+def _resumed_config(ckpt: dict, limits: dict, given: dict, eval_every) -> TrainConfig:
+    try:
+        saved = dict(ckpt["train"]["config"])
+    except (KeyError, TypeError) as e:
+        raise RnngenError("the checkpoint's training settings are damaged") from e
+    names = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in saved.items() if k in names})
+    if any(v is not None for v in limits.values()):  # new limits replace the old ones
+        cfg.max_steps, cfg.max_time, cfg.epochs = limits["max_steps"], limits["max_time"], limits["epochs"]
+    if given.get("lr") is not None:
+        cfg.lr = given["lr"]
+    for key in ("seq_len", "batch_size", "layers", "hidden", "embed"):
+        if given.get(key) is not None:
+            raise RnngenError(f"--{key.replace('_', '-')} cannot change when resuming; the run keeps its settings")
+    if eval_every is not None:
+        cfg.eval_every = eval_every
+    return cfg
+
+
+def _out_path(out: Path | None, sources: list[str], resume: str | None, force: bool) -> Path:
+    if resume and out is None:  # carry on beside the run being resumed
+        last = checkpoint.resolve(resume)
+        name = last.name.removesuffix(".last" + checkpoint.SUFFIX).removesuffix(checkpoint.SUFFIX)
+        return last.with_name(name + checkpoint.SUFFIX)
+    if out is None:
+        stem = "stdin" if sources == ["-"] else Path(sources[0].rstrip("/\\")).stem or "model"
+        folder = Path("checkpoints")
+        folder.mkdir(exist_ok=True)
+        out = folder / f"{stem}{checkpoint.SUFFIX}"
+    out = Path(out)
+    if out.suffix != checkpoint.SUFFIX:
+        out = out.with_name(out.name + checkpoint.SUFFIX)
+    if out.is_dir():
+        raise RnngenError(f"--out {out} is a folder; give a file name such as {out / 'model.pt'}")
+    if not out.parent.is_dir():
+        raise RnngenError(f"--out {out}: the folder {out.parent} does not exist")
+    if not os_writable(out.parent):
+        raise RnngenError(f"--out {out}: the folder {out.parent} is not writable")
+    if out.exists() and not force and not resume:
+        raise RnngenError(f"{out} already exists; pass --force to overwrite it, or choose another --out")
+    return out
+
+
+def os_writable(folder: Path) -> bool:
+    import os
+
+    return os.access(folder, os.W_OK)
+
+
+def _header(model: RNNModel, cfg: TrainConfig, kind: str, names, train_ids: torch.Tensor,
+            val_ids: torch.Tensor, dev: torch.device, dtype) -> str:
+    m = model.cfg
+    unit = "chars" if kind == "text" else "events"
+    src = names[0] if len(names) == 1 else f"{len(names)} files"
+    stops = [s for s in (f"{cfg.max_steps} steps" if cfg.max_steps else "",
+                         format_duration(cfg.max_time) if cfg.max_time else "",
+                         f"{cfg.epochs:g} epochs" if cfg.epochs else "") if s]
+    return (
+        f"training {m.cell} {m.layers} x {m.hidden} ({model.num_params() / 1e6:.2f}M parameters) on {src}: "
+        f"{len(train_ids):,} train / {len(val_ids):,} validation {unit}, vocabulary {m.vocab_size}\n"
+        f"batch {cfg.batch_size} x seq-len {cfg.seq_len}, lr {cfg.lr:g}, dropout {m.dropout:g}, "
+        f"{dev.type} {precision_name(dtype)}; stops at {' or '.join(stops)}"
+    )

@@ -1,0 +1,186 @@
+"""The CLI through typer's CliRunner: stdout and stderr apart, exit codes, and no tracebacks."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from rnngen.cli import app
+from tests.conftest import TINY
+
+runner = CliRunner()
+
+
+def invoke(*args, input=None):
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+def assert_clean_error(result, code=1, match=""):
+    assert result.exit_code == code, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr and not isinstance(result.exception, (TypeError, AttributeError))
+    assert match.lower() in result.stderr.lower()
+
+
+@pytest.fixture
+def trained(tmp_path, corpus):
+    out = tmp_path / "model.pt"
+    result = invoke("train", corpus, *TINY, "--max-steps", 6, "--out", out)
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+def test_train_then_sample_end_to_end(tmp_path, corpus):
+    out = tmp_path / "model.pt"
+    result = invoke("train", corpus, *TINY, "--max-steps", 30, "--lr", "0.01", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""  # training talks on stderr only
+    assert "step 30" in result.stderr and "bits/char" in result.stderr and "chars/s" in result.stderr
+    assert "best validation loss" in result.stderr
+    assert out.exists() and (tmp_path / "model.last.pt").exists()
+
+    sample = invoke("sample", out, "-n", 200, "-p", "ROMEO:", "-s", 7)
+    assert sample.exit_code == 0, sample.stderr
+    assert sample.stdout.startswith("ROMEO:")
+    assert len(sample.stdout) == len("ROMEO:") + 200 + 1  # prime, 200 characters, final newline
+    assert sample.stderr == ""
+    assert invoke("sample", out, "-n", 200, "-p", "ROMEO:", "-s", 7).stdout == sample.stdout
+    assert invoke("sample", out, "-n", 200, "-p", "ROMEO:", "-s", 8).stdout != sample.stdout
+
+
+def test_resume_from_the_last_checkpoint(tmp_path, trained):
+    last = tmp_path / "model.last.pt"
+    result = invoke("train", "--resume", last, "--max-steps", 9, "-q")
+    assert result.exit_code == 0, result.stderr
+    info = invoke("info", last)
+    assert "9 steps" in info.stdout
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_other_cells_train_and_sample(tmp_path, corpus, cell):
+    out = tmp_path / f"{cell}.pt"
+    result = invoke("train", corpus, *TINY, "--cell", cell, "--layers", 2, "--dropout", 0.1,
+                    "--max-steps", 3, "--out", out, "-q")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    assert cell in invoke("info", out).stdout
+    assert len(invoke("sample", out, "-n", 50, "--no-echo").stdout) == 51
+
+
+def test_info_and_eval(trained, corpus):
+    info = invoke("info", trained)
+    assert info.exit_code == 0
+    assert "lstm 1 x 32" in info.stdout and "validation" in info.stdout and "nats/char" in info.stdout
+    ev = invoke("eval", trained, corpus, "--device", "cpu")
+    assert ev.exit_code == 0, ev.stderr
+    assert "nats/char" in ev.stdout and "bits/char" in ev.stdout and "perplexity" in ev.stdout
+    nats = float(ev.stdout.split()[0])
+    assert 0 < nats < 5
+
+
+def test_unicode_corpus(tmp_path):
+    corpus = tmp_path / "uni.txt"
+    corpus.write_text(("Grüße aus 東京 🎵, ça va?\r\n" * 300), encoding="utf-8")
+    out = tmp_path / "uni.pt"
+    assert invoke("train", corpus, *TINY, "--max-steps", 3, "--out", out, "-q").exit_code == 0
+    result = invoke("sample", out, "-n", 100, "-p", "東京 🎵", "-s", 1)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("東京 🎵")
+    assert "\r" not in result.stdout
+    assert set(result.stdout) <= set("Grüße aus 東京 🎵, ça va?\n")
+
+
+def test_prime_with_unseen_characters_is_named(trained):
+    result = invoke("sample", trained, "-p", "ROMEO: 東")
+    assert_clean_error(result, 1, "'東'")
+
+
+def test_jsonl_batch_and_stop(trained):
+    result = invoke("sample", trained, "-b", 4, "-n", 80, "--format", "jsonl", "-s", 3, "--stop", "e")
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["index"] for r in rows] == [0, 1, 2, 3]
+    for r in rows:
+        assert "e" not in r["text"]
+        assert r["stop_reason"] in ("stop", "length") and r["seed"] == 3
+        assert r["tokens"] >= len(r["text"])
+
+
+def test_prime_from_stdin(trained):
+    result = invoke("sample", trained, "-f", "-", "-n", 10, input="NURSE:")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("NURSE:")
+
+
+# Bad input: one clear line, a non-zero exit, never a traceback.
+
+
+def test_missing_file(tmp_path):
+    assert_clean_error(invoke("train", tmp_path / "nope.txt"), 1, "no such file")
+
+
+def test_empty_file(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert_clean_error(invoke("train", empty), 1, "no text")
+
+
+def test_folder_without_text(tmp_path):
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "a.dat").write_bytes(b"\x00\x01\x02" * 10)
+    assert_clean_error(invoke("train", folder), 1, "no text")
+
+
+def test_binary_file_given_as_text(tmp_path):
+    blob = tmp_path / "blob.txt"
+    blob.write_bytes(bytes(range(256)) * 4)
+    assert_clean_error(invoke("train", blob), 1, "binary")
+
+
+def test_corpus_shorter_than_a_window(tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("just a few words\n" * 3)
+    assert_clean_error(invoke("train", short, *TINY, "--max-steps", 2, "--out", tmp_path / "s.pt"), 1,
+                       "fewer than one window")
+
+
+def test_missing_checkpoint(tmp_path):
+    assert_clean_error(invoke("sample", tmp_path / "none.pt"), 1, "no checkpoint")
+    assert_clean_error(invoke("sample", "no-such-model"), 1, "shipped models")
+
+
+def test_file_that_is_not_a_checkpoint(tmp_path, corpus):
+    assert_clean_error(invoke("sample", corpus), 1, "not an rnngen checkpoint")
+    assert_clean_error(invoke("info", corpus), 1, "not an rnngen checkpoint")
+
+
+def test_existing_output_needs_force(tmp_path, trained, corpus):
+    result = invoke("train", corpus, *TINY, "--max-steps", 2, "--out", trained)
+    assert_clean_error(result, 1, "--force")
+
+
+@pytest.mark.parametrize("args, option", [
+    (["sample", "-n", "-5"], "--length"),
+    (["sample", "-t", "-1"], "--temperature"),
+    (["sample", "--top-p", "1.5"], "--top-p"),
+    (["sample", "-b", "0"], "--num-samples"),
+    (["train", "x.txt", "--batch-size", "0"], "--batch-size"),
+    (["train", "x.txt", "--max-time", "soon"], "--max-time"),
+    (["train", "x.txt", "--cell", "transformer"], "--cell"),
+])
+def test_bad_options_exit_2_naming_the_option(args, option):
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert option in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unknown_device(corpus):
+    assert_clean_error(invoke("train", corpus, "--device", "tpu"), 1, "unknown device")
+
+
+def test_help_answers():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("train", "sample", "info", "eval"):
+        assert command in result.stdout

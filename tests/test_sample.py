@@ -1,0 +1,92 @@
+import pytest
+import torch
+from torch import nn
+
+from rnngen.sample import StopScanner, generate, pick
+from tests.conftest import tiny_model
+
+V = 10
+LOGITS = torch.log(torch.tensor([0.30, 0.25, 0.15, 0.10, 0.08, 0.05, 0.04, 0.02, 0.007, 0.003]))
+
+
+class Stub(nn.Module):
+    """A model whose next-token distribution is always LOGITS, whatever came before."""
+
+    def __init__(self):
+        super().__init__()
+        self.p = nn.Parameter(torch.zeros(1))
+
+    def forward(self, tokens, state=None):
+        b, t = tokens.shape
+        return LOGITS.expand(b, t, V).clone(), (torch.zeros(1, b, 4),)
+
+    def step(self, tokens, *state):
+        return LOGITS.expand(len(tokens), V).clone(), *state
+
+
+def draws(n=4000, **kw):
+    stub = Stub()
+    steps = generate(stub, [0], length=n // 200, batch=200, seed=1, device=torch.device("cpu"),
+                     stepper=stub.step, **kw)
+    return torch.cat(list(steps))
+
+
+def test_temperature_zero_is_argmax():
+    logits = torch.randn(6, V)
+    assert torch.equal(pick(logits, temperature=0), logits.argmax(-1))
+    assert set(draws(temperature=0).tolist()) == {0}
+
+
+def test_top_k_never_leaves_the_k_likeliest():
+    seen = set(draws(top_k=3).tolist())
+    assert seen == {0, 1, 2}
+
+
+def test_top_p_keeps_the_smallest_set_covering_p():
+    # 0.30 + 0.25 = 0.55 < 0.6, so the nucleus for p=0.6 is {0, 1, 2}.
+    seen = set(draws(top_p=0.6).tolist())
+    assert seen == {0, 1, 2}
+    assert set(draws(top_p=0.2).tolist()) == {0}
+    assert len(set(draws(top_p=1.0).tolist())) > 6
+
+
+def test_sampling_follows_the_distribution():
+    counts = torch.bincount(draws(n=20000), minlength=V).float() / 20000
+    assert torch.allclose(counts, LOGITS.exp(), atol=0.02)
+
+
+def test_same_seed_same_samples_and_rows_differ():
+    model = tiny_model(vocab=12).eval()
+    run = lambda seed: torch.stack(list(generate(model, [1, 2, 3], 40, batch=5, seed=seed)))  # (T, B)
+    a, b, c = run(7), run(7), run(8)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert len({tuple(a[:, i].tolist()) for i in range(5)}) == 5  # each row is its own sample
+
+
+def test_batched_and_single_sampling_agree_at_temperature_zero():
+    model = tiny_model(vocab=12).eval()
+    one = torch.stack(list(generate(model, [3, 1], 30, batch=1, temperature=0)))[:, 0]
+    many = torch.stack(list(generate(model, [3, 1], 30, batch=4, temperature=0)))
+    assert all(torch.equal(one, many[:, i]) for i in range(4))
+
+
+def test_mask_forbids_tokens():
+    stub = Stub()
+    allowed = torch.zeros(V, dtype=torch.bool)
+    allowed[[5, 9]] = True
+    steps = generate(stub, [0], 20, batch=50, seed=0, device=torch.device("cpu"), stepper=stub.step,
+                     mask=lambda last: allowed.expand(50, V))
+    assert set(torch.cat(list(steps)).tolist()) <= {5, 9}
+
+
+@pytest.mark.parametrize("pieces, stops, emitted, stopped", [
+    (list("hello world"), ["lo w"], "hel", True),
+    (list("abcabc"), ["x"], "abcabc", False),
+    (list("one\n\ntwo"), ["\n\n", "tw"], "one", True),
+    (["ab", "cd"], ["bc"], "a", True),
+])
+def test_stop_scanner(pieces, stops, emitted, stopped):
+    scanner = StopScanner(stops)
+    out = "".join(scanner.feed(p) for p in pieces) + scanner.flush()
+    assert out == emitted and scanner.stopped == stopped
