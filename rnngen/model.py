@@ -55,64 +55,94 @@ class RNNModel(nn.Module):
 class StepModel(nn.Module):
     """One time step of an `RNNModel`: (tokens[B], *state) -> (logits[B, V], *state).
 
-    Layer 0's input projection is folded into a (V, gates*H) table, so the embedding and the
-    first input matmul become one row lookup. `dtype` is the matmul dtype (bf16 is several times
-    faster on CPUs with AMX/AVX512-BF16); gate arithmetic and the state stay in fp32.
+    Written for a cheap step on a CPU, where per-call overhead and weight traffic dominate:
+    - layer 0's input projection is folded into a (V, G*H) table, so the embedding and the first
+      input matmul become one row lookup;
+    - each matmul is one `addmm` with its bias (for LSTM and RNN both biases are summed);
+    - LSTM gate rows are reordered from (i, f, g, o) to (i, f, o, g), so one sigmoid covers three gates.
+    `dtype` is the matmul dtype: bf16 is several times faster on CPUs with AMX/AVX512-BF16 at
+    large batches; the cell state and the logits stay fp32.
     """
 
     def __init__(self, model: RNNModel, dtype: torch.dtype = torch.float32):
         super().__init__()
         cfg = model.cfg
-        self.cell, self.layers, self.hidden = cfg.cell, cfg.layers, cfg.hidden
-        rnn = model.rnn
-        with torch.no_grad():
-            w0, b_ih0, b_hh0 = rnn.weight_ih_l0, rnn.bias_ih_l0, rnn.bias_hh_l0
-            table = model.embed.weight @ w0.T + b_ih0  # (V, G*H)
-            if cfg.cell != "gru":  # GRU keeps b_hh apart: its candidate gate scales it by r
-                table = table + b_hh0
-            self.register_buffer("table", table.float().clone())
-            for k in range(cfg.layers):
-                w_hh, b_hh = getattr(rnn, f"weight_hh_l{k}"), getattr(rnn, f"bias_hh_l{k}")
-                self.register_buffer(f"w_hh{k}", w_hh.T.to(dtype).contiguous())  # (H, G*H)
-                self.register_buffer(f"b_hh{k}", b_hh.float().clone())
-                if k > 0:
-                    w_ih, b_ih = getattr(rnn, f"weight_ih_l{k}"), getattr(rnn, f"bias_ih_l{k}")
-                    self.register_buffer(f"w_ih{k}", w_ih.T.to(dtype).contiguous())  # (H, G*H)
-                    self.register_buffer(f"b_ih{k}", b_ih.float().clone())
-            self.register_buffer("w_out", model.head.weight.T.to(dtype).contiguous())  # (H, V)
-            self.register_buffer("b_out", model.head.bias.float().clone())
-        self.dtype = dtype
+        self.cell, self.layers, self.hidden, self.dtype = cfg.cell, cfg.layers, cfg.hidden, dtype
+        rnn, H = model.rnn, cfg.hidden
+        order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
 
-    def _mm(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return (x.to(self.dtype) @ w).float()
+        def param(name: str, k: int) -> torch.Tensor:
+            p = getattr(rnn, f"{name}_l{k}").detach().float()
+            return p[order] if cfg.cell == "lstm" else p  # rows are gates
+
+        with torch.no_grad():
+            for k in range(cfg.layers):
+                w_ih, w_hh, b_ih, b_hh = (param(n, k) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+                # GRU keeps b_hh apart: its candidate gate scales (W_hn h + b_hn) by r.
+                b_in, b_rec = (b_ih, b_hh) if cfg.cell == "gru" else (b_ih + b_hh, torch.zeros_like(b_hh))
+                if k == 0:
+                    table = model.embed.weight.detach().float() @ w_ih.T + b_in  # (V, G*H)
+                    self.register_buffer("table", table.to(dtype))
+                else:
+                    self.register_buffer(f"w_ih{k}", w_ih.T.to(dtype).contiguous())  # (H, G*H)
+                    self.register_buffer(f"b_ih{k}", b_in.to(dtype))
+                self.register_buffer(f"w_hh{k}", w_hh.T.to(dtype).contiguous())  # (H, G*H)
+                self.register_buffer(f"b_hh{k}", b_rec.to(dtype))
+            self.register_buffer("w_out", model.head.weight.detach().float().T.contiguous())  # (H, V)
+            self.register_buffer("b_out", model.head.bias.detach().float().clone())
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self._layers = None  # the per-layer lists below point at the old tensors: rebuild them
+        return self
+
+    def _weights(self) -> list[tuple]:
+        """Per layer: (w_ih or None, b_ih or None, w_hh, b_hh), looked up once rather than per step."""
+        if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+            return self._lookup()  # tracing swaps the buffers for stand-ins: never cache those
+        if getattr(self, "_layers", None) is None:
+            self._layers = self._lookup()
+        return self._layers
+
+    def _lookup(self) -> list[tuple]:
+        return [
+            (getattr(self, f"w_ih{k}", None), getattr(self, f"b_ih{k}", None),
+             getattr(self, f"w_hh{k}"), getattr(self, f"b_hh{k}"))
+            for k in range(self.layers)
+        ]
 
     def forward(self, tokens: torch.Tensor, *state: torch.Tensor):
-        h_all = state[0]  # (L, B, H)
-        c_all = state[1] if self.cell == "lstm" else None
-        new_h, new_c = [], []
+        """The export contract: state tensors are (L, B, H), as `RNNModel.init_state` makes them."""
+        hs = list(state[0].unbind(0))
+        cs = list(state[1].unbind(0)) if self.cell == "lstm" else []
+        logits = self.step(tokens, hs, cs)
+        return (logits, torch.stack(hs), torch.stack(cs)) if self.cell == "lstm" else (logits, torch.stack(hs))
+
+    def step(self, tokens: torch.Tensor, hs: list[torch.Tensor], cs: list[torch.Tensor]) -> torch.Tensor:
+        """Advance every row one token; `hs` and `cs` (per-layer (B, H) fp32) are replaced in place."""
+        H, dt, cell = self.hidden, self.dtype, self.cell
+        low = dt != torch.float32
         x = None
-        for k in range(self.layers):
-            h = h_all[k]  # (B, H)
-            gi = self.table[tokens] if k == 0 else self._mm(x, getattr(self, f"w_ih{k}")) + getattr(self, f"b_ih{k}")
-            gh = self._mm(h, getattr(self, f"w_hh{k}"))  # (B, G*H)
-            if k > 0 or self.cell == "gru":  # elsewhere layer 0's b_hh is folded into the table
-                gh = gh + getattr(self, f"b_hh{k}")
-            if self.cell == "lstm":
-                i, f, g, o = (gi + gh).chunk(4, dim=1)
-                c = torch.sigmoid(f) * c_all[k] + torch.sigmoid(i) * torch.tanh(g)
-                h = torch.sigmoid(o) * torch.tanh(c)
-                new_c.append(c)
-            elif self.cell == "gru":
-                ir, iz, in_ = gi.chunk(3, dim=1)
-                hr, hz, hn = gh.chunk(3, dim=1)
-                r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
-                n = torch.tanh(in_ + r * hn)
-                h = n + z * (h - n)
+        for k, (w_ih, b_ih, w_hh, b_hh) in enumerate(self._weights()):
+            h = hs[k]
+            if k == 0:
+                gi = self.table[tokens]  # (B, G*H)
             else:
-                h = torch.tanh(gi + gh)
-            new_h.append(h)
+                gi = torch.addmm(b_ih, x.to(dt) if low else x, w_ih)
+            hd = h.to(dt) if low else h
+            if cell == "lstm":
+                ifo, g = torch.addmm(gi, hd, w_hh).split((3 * H, H), dim=1)  # (B, 3H), (B, H)
+                i, f, o = ifo.sigmoid().chunk(3, dim=1)
+                c = torch.addcmul(f * cs[k], i, g.tanh())  # fp32: cs[k] is fp32
+                h = o * c.tanh()
+                cs[k] = c
+            elif cell == "gru":
+                gh = torch.addmm(b_hh, hd, w_hh)  # (B, 3H)
+                r, z = (gi[:, : 2 * H] + gh[:, : 2 * H]).sigmoid().chunk(2, dim=1)
+                n = torch.addcmul(gi[:, 2 * H :], r, gh[:, 2 * H :]).tanh()
+                h = torch.addcmul(n, z, h - n).float()
+            else:
+                h = torch.addmm(gi, hd, w_hh).tanh().float()
+            hs[k] = h
             x = h
-        logits = self._mm(x, self.w_out) + self.b_out  # (B, V)
-        if self.cell == "lstm":
-            return logits, torch.stack(new_h), torch.stack(new_c)
-        return logits, torch.stack(new_h)
+        return torch.addmm(self.b_out, x, self.w_out)  # (B, V) fp32

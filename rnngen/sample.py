@@ -22,24 +22,56 @@ def step_dtype(device: torch.device, batch: int) -> torch.dtype:
     return torch.float32
 
 
+class Sampler:
+    """Picks one token per row of logits[B, V]: greedy at temperature 0, else a draw from
+    softmax(logits / temperature) restricted to the top-k / top-p set.
+
+    Draws use the Gumbel-max trick, argmax(logits - temperature * log(E)) with E ~ Exp(1), which is
+    an exact sample from that softmax. The noise is made `chunk` steps at a time from the seeded
+    generator, so a step costs two cheap tensor ops instead of softmax and multinomial.
+    """
+
+    def __init__(self, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                 generator: torch.Generator | None = None, chunk: int = 64):
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.generator, self.chunk = generator, chunk
+        self.noise: torch.Tensor | None = None
+        self.used = chunk
+
+    def _log_exponential(self, like: torch.Tensor) -> torch.Tensor:
+        if self.noise is None or self.used == self.chunk or self.noise.shape[1:] != like.shape:
+            self.noise = torch.empty((self.chunk, *like.shape), device=like.device)  # (chunk, B, V)
+            self.noise.exponential_(generator=self.generator).log_()
+            self.used = 0
+        self.used += 1
+        return self.noise[self.used - 1]
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.temperature == 0:
+            return logits.argmax(dim=-1)  # (B,)
+        if self.top_k is not None and self.top_k < logits.size(-1):
+            kth = torch.topk(logits, self.top_k, dim=-1).values[:, -1:]  # (B, 1)
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.top_p is not None and self.top_p < 1.0:
+            logits = _nucleus(logits, self.top_p, self.temperature)
+        noise = self._log_exponential(logits)
+        return torch.sub(logits.float(), noise, alpha=self.temperature).argmax(dim=-1)  # (B,)
+
+
+def _nucleus(logits: torch.Tensor, top_p: float, temperature: float) -> torch.Tensor:
+    """Keep the likeliest tokens whose probabilities (at this temperature) first reach top_p."""
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits.float() / temperature, dim=-1)
+    # Drop a token when the tokens ranked above it already cover top_p; the first always stays.
+    drop = (probs.cumsum(dim=-1) - probs) >= top_p
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+
+
 def pick(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
          generator: torch.Generator | None = None) -> torch.Tensor:
-    """One token per row of logits[B, V]: greedy at temperature 0, else sampled after top-k/top-p."""
-    if temperature == 0:
-        return logits.argmax(dim=-1)  # (B,)
-    logits = logits.float() / temperature
-    if top_k is not None and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        # Drop a token when the tokens ranked above it already cover top_p; the first always stays.
-        drop = (probs.cumsum(dim=-1) - probs) >= top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.empty_like(logits).scatter_(-1, order, sorted_logits)
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
+    """One token per row of logits[B, V]; see `Sampler`."""
+    return Sampler(temperature, top_k, top_p, generator, chunk=1)(logits)
 
 
 @torch.inference_mode()
@@ -47,25 +79,32 @@ def generate(model: RNNModel, prime: Sequence[int], length: int, batch: int = 1,
              top_k: int | None = None, top_p: float | None = None, seed: int = 0,
              device: torch.device | None = None, mask: Mask | None = None,
              stepper: StepModel | None = None) -> Iterator[torch.Tensor]:
-    """Yield `length` steps of sampled tokens, each a (batch,) tensor on the model's device."""
+    """Yield `length` steps of sampled tokens, each a (batch,) tensor on the model's device.
+
+    The prime runs once through the fused layer; its state is copied to every row; then all rows
+    step together.
+    """
     if not prime:
         raise ValueError("generate needs at least one prime token")
     device = device or next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
+    sampler = Sampler(temperature, top_k, top_p, generator)
     step = stepper or StepModel(model, step_dtype(device, batch)).to(device)
 
     tokens = torch.tensor([list(prime)], dtype=torch.long, device=device)  # (1, P)
     logits, state = model(tokens)  # (1, P, V)
-    logits = logits[:, -1].expand(batch, -1)  # (B, V)
-    state = tuple(s.expand(-1, batch, -1).contiguous() for s in state)  # (L, B, H) each
+    logits = logits[:, -1].float().expand(batch, -1)  # (B, V)
+    # Per-layer (B, H) state, copied from the prime's to every row.
+    hs = [h.expand(batch, -1).float().contiguous() for h in state[0]]
+    cs = [c.expand(batch, -1).float().contiguous() for c in state[1]] if len(state) > 1 else []
     last = None
     for i in range(length):
         if mask is not None:
             logits = logits.masked_fill(~mask(last), float("-inf"))
-        last = pick(logits, temperature, top_k, top_p, generator)  # (B,)
+        last = sampler(logits)  # (B,)
         yield last
         if i + 1 < length:
-            logits, *state = step(last, *state)
+            logits = step.step(last, hs, cs)
 
 
 class StopScanner:

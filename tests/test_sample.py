@@ -20,14 +20,14 @@ class Stub(nn.Module):
         b, t = tokens.shape
         return LOGITS.expand(b, t, V).clone(), (torch.zeros(1, b, 4),)
 
-    def step(self, tokens, *state):
-        return LOGITS.expand(len(tokens), V).clone(), *state
+    def step(self, tokens, hs, cs):
+        return LOGITS.expand(len(tokens), V).clone()
 
 
 def draws(n=4000, **kw):
     stub = Stub()
     steps = generate(stub, [0], length=n // 200, batch=200, seed=1, device=torch.device("cpu"),
-                     stepper=stub.step, **kw)
+                     stepper=stub, **kw)
     return torch.cat(list(steps))
 
 
@@ -75,7 +75,7 @@ def test_mask_forbids_tokens():
     stub = Stub()
     allowed = torch.zeros(V, dtype=torch.bool)
     allowed[[5, 9]] = True
-    steps = generate(stub, [0], 20, batch=50, seed=0, device=torch.device("cpu"), stepper=stub.step,
+    steps = generate(stub, [0], 20, batch=50, seed=0, device=torch.device("cpu"), stepper=stub,
                      mask=lambda last: allowed.expand(50, V))
     assert set(torch.cat(list(steps)).tolist()) <= {5, 9}
 
