@@ -316,6 +316,28 @@ def eval_(
           f"({len(ids):,} {unit}s)")
 
 
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+    pt2 = "pt2"
+
+
+@app.command()
+@friendly
+def export(
+    checkpoint: Annotated[str, typer.Argument(help="A checkpoint path or a shipped model name.")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="onnx, or pt2 (a torch.export program).")] = ExportFormat.onnx,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file. [default: <checkpoint>.onnx or .pt2 here]", show_default=False)] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing output file.")] = False,
+) -> None:
+    """Export the one-step model (tokens, state) -> (logits, state) to run outside rnngen, and check it."""
+    from rnngen.export import TOLERANCE, export as export_step
+    from rnngen.report import stderr_console
+
+    path, diff = export_step(checkpoint, fmt.value, out, force)
+    stderr_console().print(f"wrote {path}; largest difference from rnngen's own step: {diff:.1e} "
+                      f"(limit {TOLERANCE:g})", markup=False, soft_wrap=True)
+
+
 def main() -> None:
     try:
         app()
