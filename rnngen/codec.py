@@ -21,9 +21,17 @@ def compact_dtype(vocab_size: int) -> torch.dtype:
     return torch.int32
 
 
+CHUNK = 1 << 22  # characters converted at a time, so a large corpus is never held as int64 whole
+
+
 def _code_points(text: str) -> torch.Tensor:
     # UTF-32 gives one int32 per code point without a Python loop over the characters.
     return torch.frombuffer(bytearray(text.encode("utf-32-le")), dtype=torch.int32)  # (N,)
+
+
+def _chunks(text: str):
+    for start in range(0, len(text), CHUNK):
+        yield start, _code_points(text[start : start + CHUNK]).long()
 
 
 class TextCodec:
@@ -38,8 +46,10 @@ class TextCodec:
     @classmethod
     def fit(cls, text: str) -> TextCodec:
         """The vocabulary of a corpus: its distinct characters in code-point order."""
-        points = torch.unique(_code_points(text)).tolist()
-        return cls(chr(p) for p in points)
+        points: set[int] = set()
+        for _, chunk in _chunks(text):
+            points.update(torch.unique(chunk).tolist())
+        return cls(chr(p) for p in sorted(points))
 
     @property
     def vocab_size(self) -> int:
@@ -60,15 +70,17 @@ class TextCodec:
         return [self.index[ch] for ch in text]
 
     def encode_corpus(self, text: str) -> torch.Tensor:
-        """A whole corpus as a compact 1-D id tensor; fast for hundreds of megabytes."""
-        points = _code_points(text).long()  # (N,)
-        top = max(max(map(ord, self.chars)), int(points.max()) if len(points) else 0)
-        lut = torch.full((top + 1,), -1, dtype=torch.int32)
+        """A whole corpus as a compact 1-D id tensor; fast and lean for hundreds of megabytes."""
+        ids = torch.empty(len(text), dtype=compact_dtype(self.vocab_size))
+        lut = torch.full((max(map(ord, self.chars)) + 1,), -1, dtype=torch.int32)
         lut[torch.tensor([ord(ch) for ch in self.chars])] = torch.arange(self.vocab_size, dtype=torch.int32)
-        ids = lut[points]
-        if bool((ids < 0).any()):
-            self.check(text, "the corpus")
-        return ids.to(compact_dtype(self.vocab_size))
+        for start, chunk in _chunks(text):
+            known = chunk < len(lut)
+            part = lut[chunk.where(known, 0)].where(known, -1)
+            if bool((part < 0).any()):
+                self.check(text, "the corpus")
+            ids[start : start + len(chunk)] = part.to(ids.dtype)
+        return ids
 
     def decode(self, ids: Iterable[int]) -> str:
         chars = self.chars

@@ -54,3 +54,15 @@ def test_binary_and_non_utf8_are_refused(tmp_path):
     latin.write_bytes("café".encode("latin-1"))
     with pytest.raises(RnngenError, match="not UTF-8"):
         read_text(latin)
+
+
+def test_large_corpora_are_converted_in_chunks(monkeypatch):
+    import rnngen.codec as codec_module
+
+    monkeypatch.setattr(codec_module, "CHUNK", 7)  # many chunk boundaries, some inside multi-byte text
+    text = "naïve café 東京 🎵 " * 20
+    codec = TextCodec.fit(text)
+    assert codec.chars == sorted(set(text))
+    assert codec.encode_corpus(text).tolist() == codec.encode(text)
+    with pytest.raises(RnngenError, match="'Z'"):
+        codec.encode_corpus(text + "Z")
