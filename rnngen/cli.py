@@ -53,7 +53,18 @@ class Format(str, Enum):
 
 
 # Options shared by several commands.
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+def _check_device(value: str) -> str:
+    """A device that is unknown or missing is a usage error (exit 2), found before any work starts."""
+    from rnngen.device import resolve_device
+
+    try:
+        resolve_device(value)
+    except RnngenError as e:
+        raise typer.BadParameter(str(e)) from None
+    return value
+
+
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", callback=_check_device)]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", "-s", help="Random seed: same seed, same result.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or messages on stderr.")]
 
@@ -133,22 +144,24 @@ def train(
         show_default=False)] = None,
     kind: Annotated[Kind, typer.Option(help="What the sources are; auto looks at the files.")] = Kind.auto,
     cell: Annotated[Cell, typer.Option(help="Recurrent cell.")] = Cell.lstm,
-    layers: Annotated[Optional[int], typer.Option(help="Recurrent layers. [default: by budget]", show_default=False)] = None,
-    hidden: Annotated[Optional[int], typer.Option(help="Hidden units per layer. [default: by budget]", show_default=False)] = None,
-    embed: Annotated[Optional[int], typer.Option(help="Token embedding width. [default: 64]", show_default=False)] = None,
-    dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers and before the output. [default: by budget]", show_default=False)] = None,
-    seq_len: Annotated[Optional[int], typer.Option(help="Tokens per training window (BPTT length). [default: by budget]", show_default=False)] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Parallel streams per step. [default: by budget]", show_default=False)] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. [default: by budget]", show_default=False)] = None,
+    layers: Annotated[Optional[int], typer.Option(help="Recurrent layers. (default: by budget)", show_default=False)] = None,
+    hidden: Annotated[Optional[int], typer.Option(help="Hidden units per layer. (default: by budget)", show_default=False)] = None,
+    embed: Annotated[Optional[int], typer.Option(help="Token embedding width. (default: 64)", show_default=False)] = None,
+    dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers and before the output. (default: by budget)", show_default=False)] = None,
+    seq_len: Annotated[Optional[int], typer.Option(help="Tokens per training window (BPTT length). (default: by budget)", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Parallel streams per step. (default: by budget)", show_default=False)] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. (default: by budget)", show_default=False)] = None,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay on weight matrices.")] = 0.1,
     grad_clip: Annotated[float, typer.Option(help="Clip the gradient norm to this.")] = 1.0,
     warmup: Annotated[int, typer.Option(help="Warm-up steps before the cosine decay.")] = 100,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps.", show_default=False)] = None,
-    max_time: Annotated[Optional[str], typer.Option(help="Stop after this long: 90s, 10m, 1h. [default: 10m when no other stop is given]", show_default=False)] = None,
+    max_time: Annotated[Optional[str], typer.Option(help="Stop after this long: 90s, 10m, 1h. (default: 10m when no other stop is given)", show_default=False)] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Stop after this many passes over the data.", show_default=False)] = None,
-    val_frac: Annotated[float, typer.Option(help="Share held out for validation (text: the end of the corpus).")] = 0.1,
-    eval_every: Annotated[Optional[int], typer.Option(help="Validate every N steps. [default: ten times per run]", show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Best checkpoint; the resumable one goes beside it as NAME.last.pt. [default: checkpoints/<source>.pt]", show_default=False)] = None,
+    val_frac: Annotated[float, typer.Option(help="Share held out for validation (text: the end of the corpus; MIDI: whole files).")] = 0.1,
+    transpose: Annotated[Optional[int], typer.Option(min=0, max=12, help="MIDI: also train on each training piece moved by up to N semitones up and down. (default: 0)", show_default=False)] = None,
+    drums: Annotated[Optional[bool], typer.Option("--drums/--no-drums", help="MIDI: keep channel 10 (drums) as notes. (default: skip it)", show_default=False)] = None,
+    eval_every: Annotated[Optional[int], typer.Option(help="Validate every N steps. (default: ten times per run)", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Best checkpoint; the resumable one goes beside it as NAME.last.pt. (default: checkpoints/<source>.pt)", show_default=False)] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint at --out.")] = False,
     resume: Annotated[Optional[str], typer.Option(help="Continue a run exactly from its .last.pt checkpoint.", show_default=False)] = None,
     init_from: Annotated[Optional[str], typer.Option(help="Start from a checkpoint's weights (fine-tuning).", show_default=False)] = None,
@@ -187,7 +200,8 @@ def train(
         sources=sources or [], kind=kind.value, cell=cell.value, layers=layers, hidden=hidden, embed=embed,
         dropout=dropout, seq_len=seq_len, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         grad_clip=grad_clip, warmup=warmup, max_steps=max_steps, max_time=seconds, epochs=epochs,
-        val_frac=val_frac, eval_every=eval_every, out=out, force=force, resume=resume, init_from=init_from,
+        val_frac=val_frac, transpose=transpose, drums=drums, eval_every=eval_every, out=out, force=force,
+        resume=resume, init_from=init_from,
         device=device, precision=precision.value, seed=seed, log=log, quiet=quiet,
     )
     if code:
@@ -202,26 +216,28 @@ def train(
 @friendly
 def sample(
     checkpoint: Annotated[str, typer.Argument(help="A checkpoint path or a shipped model name.")] = "shakespeare",
-    length: Annotated[int, typer.Option("--length", "-n", help="Tokens to generate (characters or MIDI events), not counting the prime.")] = 500,
+    length: Annotated[Optional[int], typer.Option("--length", "-n", help="Tokens to generate (characters or MIDI events), not counting the prime; a MIDI sample also ends where the model ends its piece. (default: 500 characters, 2000 events)", show_default=False)] = None,
     num_samples: Annotated[int, typer.Option("--num-samples", "-b", help="Samples generated together in one batch.")] = 1,
     temperature: Annotated[float, typer.Option("--temperature", "-t", help="Sampling temperature; 0 is greedy.")] = 0.8,
     top_k: Annotated[Optional[int], typer.Option(help="Sample only among the k likeliest tokens.", show_default=False)] = None,
     top_p: Annotated[Optional[float], typer.Option(help="Sample only among the likeliest tokens covering this probability (nucleus).", show_default=False)] = None,
     seed: SeedOpt = None,
     prime: Annotated[Optional[str], typer.Option("--prime", "-p", help=r"Text to start from (\n and \t escapes work).", show_default=False)] = None,
-    prime_file: Annotated[Optional[str], typer.Option("--prime-file", "-f", help="Start from this file's text, or - for stdin.", show_default=False)] = None,
+    prime_file: Annotated[Optional[str], typer.Option("--prime-file", "-f", help="Start from this file's text (MIDI models: continue this .mid file), or - for stdin.", show_default=False)] = None,
     stop: Annotated[Optional[list[str]], typer.Option(help="End a sample at this string (repeatable; not printed).", show_default=False)] = None,
     fmt: Annotated[Format, typer.Option("--format", help="text, or jsonl: one JSON object per sample.")] = Format.text,
     separator: Annotated[str, typer.Option(help="Printed between text samples.")] = r"\n\n",
-    echo: Annotated[bool, typer.Option("--echo/--no-echo", help="Print the prime before the generated text.")] = True,
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Write to this file instead of stdout (- is stdout).", show_default=False)] = None,
+    echo: Annotated[bool, typer.Option("--echo/--no-echo", help="Print the prime before the generated text (MIDI: keep the primer's notes in the file).")] = True,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Write to this file instead of stdout (- is stdout). MIDI: a .mid file (x.mid gets x-1.mid, x-2.mid ... for several samples), a folder, or - for the first sample's bytes. (default for MIDI: MODEL-SEED.mid here)", show_default=False)] = None,
+    qpm: Annotated[Optional[float], typer.Option(help="MIDI: tempo of the written files in quarter notes per minute. (default: the primer's, else 120)", show_default=False)] = None,
+    program: Annotated[Optional[int], typer.Option(min=0, max=127, help="MIDI: General MIDI program (instrument) 0-127 of the written files. (default: 0, piano)", show_default=False)] = None,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
-    """Generate text from a trained model; samples go to stdout, everything else to stderr."""
+    """Generate text or MIDI from a trained model; samples go to stdout (MIDI: to .mid files), messages to stderr."""
     from rnngen import sample_cmd
 
-    if length < 1:
+    if length is not None and length < 1:
         raise typer.BadParameter(f"must be at least 1, not {length}", param_hint="--length")
     if num_samples < 1:
         raise typer.BadParameter(f"must be at least 1, not {num_samples}", param_hint="--num-samples")
@@ -232,13 +248,15 @@ def sample(
         raise typer.BadParameter(f"must be in (0, 1], not {top_p}", param_hint="--top-p")
     if prime is not None and prime_file is not None:
         raise typer.BadParameter("give --prime or --prime-file, not both", param_hint="--prime")
+    if qpm is not None and not 4 <= qpm <= 1000:
+        raise typer.BadParameter(f"must be between 4 and 1000 quarter notes per minute, not {qpm:g}", param_hint="--qpm")
 
     sample_cmd.run(
         checkpoint=checkpoint, length=length, num_samples=num_samples, temperature=temperature, top_k=top_k,
         top_p=top_p, seed=seed if seed is not None else secrets.randbelow(2**31),
         prime=unescape(prime) if prime is not None else None, prime_file=prime_file,
         stops=[unescape(s) for s in stop or []], fmt=fmt.value, separator=unescape(separator), echo=echo,
-        out=out, device=device, quiet=quiet,
+        out=out, device=device, quiet=quiet, qpm=qpm, program=program,
     )
 
 
@@ -272,13 +290,19 @@ def info(
             f"on {tr.get('device', '?')} ({tr.get('precision', '?')})",
             f"settings    batch {c.get('batch_size')} x seq-len {c.get('seq_len')}, lr {c.get('lr')}, "
             f"weight decay {c.get('weight_decay')}, seed {c.get('seed')}",
-            f"data        {', '.join(c.get('sources', [])) or '?'}",
+            f"data        {_sources(c.get('sources', []))}",
         ]
         if "val_loss" in tr:
             v = tr["val_loss"]
             lines.append(f"validation  {v:.4f} nats/{_unit(codec)} ({v / 0.6931471805599453:.4f} bits/{_unit(codec)})")
     lines.append(f"resumable   {'yes' if 'resume' in ckpt else 'no'}")
     print("\n".join(lines))
+
+
+def _sources(names: list) -> str:
+    if len(names) > 3:  # a MIDI corpus is hundreds of files
+        return f"{', '.join(names[:2])}, ... ({len(names)} files)"
+    return ", ".join(names) or "?"
 
 
 def _unit(codec) -> str:
@@ -316,6 +340,26 @@ def eval_(
           f"({len(ids):,} {unit}s)")
 
 
+# --------------------------------------------------------------------------------------------------
+# stats
+
+
+@app.command()
+@friendly
+def stats(
+    files: Annotated[list[str], typer.Argument(help="MIDI files or folders (searched recursively).")],
+    drums: Annotated[bool, typer.Option("--drums/--no-drums", help="Count channel 10 (drums) as notes.")] = False,
+) -> None:
+    """Musical statistics of MIDI files: pitch range, notes per beat, polyphony, scale fit, pitch classes."""
+    from rnngen.data import expand_sources
+    from rnngen.midi import read_pieces
+    from rnngen.midi_stats import measure, report
+
+    found = expand_sources(files)
+    pieces, _ = read_pieces(found, drums=drums)
+    print(report(measure([p.notes for p in pieces]), len(found)))
+
+
 class ExportFormat(str, Enum):
     onnx = "onnx"
     pt2 = "pt2"
@@ -326,7 +370,7 @@ class ExportFormat(str, Enum):
 def export(
     checkpoint: Annotated[str, typer.Argument(help="A checkpoint path or a shipped model name.")],
     fmt: Annotated[ExportFormat, typer.Option("--format", help="onnx, or pt2 (a torch.export program).")] = ExportFormat.onnx,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file. [default: <checkpoint>.onnx or .pt2 here]", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file. (default: <checkpoint>.onnx or .pt2 here)", show_default=False)] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing output file.")] = False,
 ) -> None:
     """Export the one-step model (tokens, state) -> (logits, state) to run outside rnngen, and check it."""

@@ -35,6 +35,7 @@ class TrainConfig:
     epochs: float | None = None
     eval_every: int | None = None  # None: ten evaluations over the run
     val_frac: float = 0.1
+    transpose: int = 0  # MIDI: training pieces also moved by up to this many semitones each way
     seed: int = 1337
     sources: list[str] = field(default_factory=list)
 

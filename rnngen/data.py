@@ -51,11 +51,14 @@ def expand_sources(sources: Sequence[str]) -> list[Path | str]:
 
 
 def detect_kind(files: Sequence[Path | str], kind: str = "auto") -> str:
-    """`auto`: MIDI when every file is MIDI (by header or name), else text."""
+    """`auto`: MIDI when most files are MIDI (by header or name), else text. A majority rather than
+    all, so that a folder of MIDI files with a README or licence in it still trains on the music
+    (the MIDI loader lists the other files as skipped)."""
     if kind != "auto":
         return kind
-    paths = [f for f in files if f != "-"]
-    return "midi" if paths and len(paths) == len(files) and all(is_midi(p) for p in paths) else "text"
+    if not files or "-" in files:
+        return "text"
+    return "midi" if 2 * sum(is_midi(Path(p)) for p in files) > len(files) else "text"
 
 
 def read_text(src: Path | str) -> str:

@@ -8,26 +8,37 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+import torch
+
 from rnngen import checkpoint as checkpoint_io
-from rnngen.data import read_text
+from rnngen.data import is_midi, read_text
 from rnngen.device import resolve_device
 from rnngen.errors import RnngenError
 from rnngen.sample import StopScanner, generate
 
 
-def run(*, checkpoint: str, length: int, num_samples: int, temperature: float, top_k, top_p, seed: int,
+TEXT_LENGTH, MIDI_LENGTH = 500, 2000  # -n when not given: characters; events (a chorale is ~700)
+
+
+def run(*, checkpoint: str, length: int | None, num_samples: int, temperature: float, top_k, top_p, seed: int,
         prime: str | None, prime_file: str | None, stops: list[str], fmt: str, separator: str, echo: bool,
-        out: str | None, device: str, quiet: bool) -> None:
+        out: str | None, device: str, quiet: bool, qpm: float | None = None, program: int | None = None) -> None:
     dev = resolve_device(device)
     model, codec, _ = checkpoint_io.load_model(checkpoint)
     model.to(dev)
     if codec.kind == "midi":
         from rnngen.midi import sample_midi
 
-        sample_midi(model, codec, length=length, num_samples=num_samples, temperature=temperature,
+        sample_midi(model, codec, length=length or MIDI_LENGTH, num_samples=num_samples, temperature=temperature,
                     top_k=top_k, top_p=top_p, seed=seed, prime_file=prime_file, out=out, device=dev,
-                    quiet=quiet, prime_text=prime)
+                    quiet=quiet, prime_text=prime, qpm=qpm, program=program, echo=echo,
+                    model_name=Path(checkpoint).stem or "sample")
         return
+    if qpm is not None or program is not None:
+        raise RnngenError(f"--qpm and --program are for MIDI models; {checkpoint} is a text model")
+    if prime_file is not None and prime_file != "-" and is_midi(Path(prime_file)):
+        raise RnngenError(f"{prime_file} is a MIDI file, but {checkpoint} is a text model; prime it with text")
+    length = length or TEXT_LENGTH
     if prime_file is not None:
         prime = read_text(prime_file)
     prime = prime or ""
@@ -37,11 +48,11 @@ def run(*, checkpoint: str, length: int, num_samples: int, temperature: float, t
     tokens = generate(model, start, length, num_samples, temperature, top_k, top_p, seed, dev)
     with _output(out) as stream:
         if fmt == "jsonl":
-            _write_jsonl(stream, tokens, codec, num_samples, prime, stops, seed)
+            _write_jsonl(stream, tokens, codec, num_samples, prime, stops, seed, quiet, length)
         elif num_samples == 1:
             _stream_one(stream, tokens, codec, prime if echo else "", stops)
         else:
-            _write_batch(stream, tokens, codec, num_samples, prime if echo else "", stops, separator)
+            _write_batch(stream, tokens, codec, num_samples, prime if echo else "", stops, separator, quiet, length)
 
 
 @contextmanager
@@ -80,32 +91,70 @@ def _stream_one(stream: TextIO, tokens, codec, prime: str, stops: list[str]) -> 
     stream.flush()
 
 
-def _collect(tokens, codec, batch: int, stops: list[str]):
-    """Run the batch to the end (or until every row hit a stop); (texts, counts, reasons) per row."""
+def _collect(tokens, codec, batch: int, stops: list[str], quiet: bool = False, length: int = 0):
+    """Run the batch to the end (or until every row hit a stop); (texts, counts, reasons) per row.
+
+    Tokens are read back from the device 64 steps at a time, so a GPU is not stalled every step.
+    """
     scanners = [StopScanner(stops) for _ in range(batch)]
     pieces: list[list[str]] = [[] for _ in range(batch)]
     counts = [0] * batch
     chars = codec.chars
-    for step in tokens:
-        for row, tok in enumerate(step.tolist()):
-            s = scanners[row]
-            if not s.stopped:
-                counts[row] += 1
-                pieces[row].append(s.feed(chars[tok]))
-        if all(s.stopped for s in scanners):
-            break
+    with _progress(quiet or batch * length < 20_000, length, batch) as advance:
+        for block in _blocks(tokens, 64):
+            for step in block.tolist():  # (B,) per step
+                for row, tok in enumerate(step):
+                    s = scanners[row]
+                    if not s.stopped:
+                        counts[row] += 1
+                        pieces[row].append(s.feed(chars[tok]))
+            advance(len(block))
+            if all(s.stopped for s in scanners):
+                break
     texts = ["".join(p) + s.flush() for p, s in zip(pieces, scanners)]
     return texts, counts, ["stop" if s.stopped else "length" for s in scanners]
 
 
-def _write_batch(stream: TextIO, tokens, codec, batch: int, prime: str, stops: list[str], separator: str) -> None:
-    texts, _, _ = _collect(tokens, codec, batch, stops)
+def _blocks(tokens, size: int):
+    """Group per-step (B,) tensors into (n, B) blocks of up to `size` steps."""
+    block = []
+    for step in tokens:
+        block.append(step)
+        if len(block) == size:
+            yield torch.stack(block)
+            block = []
+    if block:
+        yield torch.stack(block)
+
+
+@contextmanager
+def _progress(off: bool, length: int, batch: int):
+    """A progress bar on stderr for long batched runs, only when stderr is a terminal."""
+    from rnngen.report import stderr_console
+
+    console = stderr_console()
+    if off or not console.is_terminal:
+        yield lambda n: None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn(f"[bold]sampling {batch} x {length}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, redirect_stdout=False, redirect_stderr=False, transient=True) as bar:
+        task = bar.add_task("sample", total=length)
+        yield lambda n: bar.advance(task, n)
+
+
+def _write_batch(stream: TextIO, tokens, codec, batch: int, prime: str, stops: list[str], separator: str,
+                 quiet: bool, length: int) -> None:
+    texts, _, _ = _collect(tokens, codec, batch, stops, quiet, length)
     stream.write(separator.join(prime + t for t in texts))
     stream.write("\n")
 
 
-def _write_jsonl(stream: TextIO, tokens, codec, batch: int, prime: str, stops: list[str], seed: int) -> None:
-    texts, counts, reasons = _collect(tokens, codec, batch, stops)
+def _write_jsonl(stream: TextIO, tokens, codec, batch: int, prime: str, stops: list[str], seed: int,
+                 quiet: bool, length: int) -> None:
+    texts, counts, reasons = _collect(tokens, codec, batch, stops, quiet, length)
     for i, (text, count, reason) in enumerate(zip(texts, counts, reasons)):
         record = {"index": i, "prime": prime, "text": text, "seed": seed, "tokens": count, "stop_reason": reason}
         stream.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -26,7 +26,8 @@ TRAIN_KEYS = ("seq_len", "batch_size", "lr")
 def run(*, sources: list[str], kind: str, cell: str, layers, hidden, embed, dropout, seq_len, batch_size, lr,
         weight_decay: float, grad_clip: float, warmup: int, max_steps, max_time, epochs, val_frac: float,
         eval_every, out: Path | None, force: bool, resume: str | None, init_from: str | None, device: str,
-        precision: str, seed, log: Path | None, quiet: bool) -> int:
+        precision: str, seed, log: Path | None, quiet: bool, transpose: int | None = None,
+        drums: bool | None = None) -> int:
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
     if resume and init_from:
@@ -52,26 +53,31 @@ def run(*, sources: list[str], kind: str, cell: str, layers, hidden, embed, drop
         cfg = TrainConfig(
             seq_len=chosen["seq_len"], batch_size=chosen["batch_size"], lr=chosen["lr"], warmup_steps=warmup,
             weight_decay=weight_decay, grad_clip=grad_clip, eval_every=eval_every, val_frac=val_frac,
-            seed=seed if seed is not None else 1337, **limits,
+            seed=seed if seed is not None else 1337, transpose=transpose or 0, **limits,
         )
         model_cfg = None
 
     files = expand_sources(sources)
     kind = detect_kind(files, kind if resumed is None else resumed["kind"])
     base = checkpoint.load(init_from) if init_from else None
+    if base is not None and base["kind"] != kind:
+        raise RnngenError(f"--init-from is a {base['kind']} model, but the data is {kind}")
     if kind == "midi":
         from rnngen.midi import load_midi_corpus
 
+        if resumed is not None and transpose is not None and transpose != cfg.transpose:
+            raise RnngenError("--transpose cannot change when resuming; the run keeps its settings")
         codec, train_ids, val_ids, names = load_midi_corpus(files, val_frac=cfg.val_frac, seed=cfg.seed,
-                                                            codec=codec if resumed else _base_codec(base))
+                                                            codec=codec if resumed else _base_codec(base),
+                                                            drums=drums, transpose=cfg.transpose)
     else:
+        if transpose or drums is not None:
+            raise RnngenError("--transpose and --drums are for MIDI training, but the sources are text")
         text, names = load_text(sources)
         if resumed is None:
             codec = _base_codec(base) or TextCodec.fit(text)
-        codec.check(text, "the corpus")
-        train_ids, val_ids = split(codec.encode_corpus(text), cfg.val_frac)
-    if base is not None and base["kind"] != kind:
-        raise RnngenError(f"--init-from is a {base['kind']} model, but the data is {kind}")
+        train_ids, val_ids = split(codec.encode_corpus(text), cfg.val_frac)  # names unseen characters
+        del text  # the ids are all training needs: a large corpus is not held twice
     if len(val_ids) < 2:
         raise RnngenError("the validation split is empty: the corpus is too short for --val-frac; add data")
     cfg.sources = [str(n) for n in names] if not resumed else cfg.sources

@@ -175,8 +175,10 @@ def test_bad_options_exit_2_naming_the_option(args, option):
     assert option in result.stderr and "Traceback" not in result.stderr
 
 
-def test_unknown_device(corpus):
-    assert_clean_error(invoke("train", corpus, "--device", "tpu"), 1, "unknown device")
+@pytest.mark.parametrize("device, message", [("tpu", "unknown device"), ("cuda:7", "cuda"), ("mps", "mps")])
+def test_unknown_or_missing_device_is_a_usage_error(corpus, device, message):
+    result = invoke("train", corpus, "--device", device)
+    assert result.exit_code == 2 and "--device" in result.stderr and message in result.stderr.lower()
 
 
 def test_help_answers():
