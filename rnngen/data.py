@@ -8,6 +8,7 @@ state is carried from one window to the next. Nothing here knows about text or M
 from __future__ import annotations
 
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -62,12 +63,17 @@ def detect_kind(files: Sequence[Path | str], kind: str = "auto") -> str:
 
 
 def read_text(src: Path | str) -> str:
-    """A text file as str: UTF-8 (a BOM is dropped), universal newlines. Binary files are refused."""
+    """A text file (or `-` for stdin) as str; see `decode_text`."""
     name = "standard input" if src == "-" else str(src)
     try:
         raw = sys.stdin.buffer.read() if src == "-" else Path(src).read_bytes()
     except OSError as e:
         raise RnngenError(f"cannot read {name}: {e.strerror or e}") from e
+    return decode_text(raw, name)
+
+
+def decode_text(raw: bytes, name: str) -> str:
+    """UTF-8 (a BOM is dropped) with universal newlines; binary data is refused."""
     if b"\x00" in raw[:65536]:
         raise RnngenError(f"{name} looks like a binary file, not text (it has NUL bytes)")
     try:
@@ -75,6 +81,18 @@ def read_text(src: Path | str) -> str:
     except UnicodeDecodeError as e:
         raise RnngenError(f"{name} is not UTF-8 text (bad byte at offset {e.start}); convert it with iconv") from e
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def writable_folder(path: Path, option: str) -> None:
+    """Fail before any work if `path` cannot be created: a missing or read-only folder."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise RnngenError(f"{option} {path}: the folder {folder} does not exist")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise RnngenError(f"{option} {path}: cannot write in {folder} ({e.strerror or e})") from None
 
 
 def load_text(sources: Sequence[str]) -> tuple[str, list[str]]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from rnngen import __version__, checkpoint
+from rnngen.data import writable_folder
 from rnngen.errors import RnngenError
 from rnngen.model import RNNModel, StepModel
 
@@ -62,8 +63,7 @@ def export(name: str, fmt: str, out: Path | None = None, force: bool = False) ->
     out = Path(out) if out is not None else Path(f"{checkpoint.resolve(name).stem}.{fmt}")
     if out.exists() and not force:
         raise RnngenError(f"{out} already exists; pass --force to overwrite it")
-    if not out.parent.is_dir():
-        raise RnngenError(f"cannot write {out}: the folder {out.parent} does not exist")
+    writable_folder(out, "--out")
     meta = metadata(model, codec, Path(name).name)
     if fmt == "onnx":
         _export_onnx(step, model, meta, out)

@@ -35,6 +35,7 @@ from typing import NamedTuple
 import torch
 
 from rnngen.codec import compact_dtype
+from rnngen.data import writable_folder
 from rnngen.errors import RnngenError
 
 STEPS_PER_QUARTER = 12
@@ -584,8 +585,7 @@ def output_paths(out: str | None, count: int, default_stem: str) -> list[Path] |
         base = folder / "sample.mid"
     else:
         base = Path(out).expanduser()
-        if not base.parent.is_dir():
-            raise RnngenError(f"--out {out}: the folder {base.parent} does not exist")
+    writable_folder(base, "--out")
     if count == 1:
         return [base]
     width = len(str(count))

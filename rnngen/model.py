@@ -132,8 +132,8 @@ class StepModel(nn.Module):
             hd = h.to(dt) if low else h
             if cell == "lstm":
                 ifo, g = torch.addmm(gi, hd, w_hh).split((3 * H, H), dim=1)  # (B, 3H), (B, H)
-                i, f, o = ifo.sigmoid().chunk(3, dim=1)
-                c = torch.addcmul(f * cs[k], i, g.tanh())  # fp32: cs[k] is fp32
+                i, f, o = ifo.sigmoid_().chunk(3, dim=1)  # in place: the gates are ours
+                c = torch.addcmul(f * cs[k], i, g.tanh_())  # fp32: cs[k] is fp32
                 h = o * c.tanh()
                 cs[k] = c
             elif cell == "gru":

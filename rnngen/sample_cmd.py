@@ -11,7 +11,7 @@ from typing import TextIO
 import torch
 
 from rnngen import checkpoint as checkpoint_io
-from rnngen.data import is_midi, read_text
+from rnngen.data import is_midi, read_text, writable_folder
 from rnngen.device import resolve_device
 from rnngen.errors import RnngenError
 from rnngen.sample import StopScanner, generate
@@ -62,8 +62,7 @@ def _output(out: str | None):
         sys.stdout.flush()
         return
     path = Path(out)
-    if not path.parent.is_dir():
-        raise RnngenError(f"--out {out}: the folder {path.parent} does not exist")
+    writable_folder(path, "--out")
     try:
         f = open(path, "w", encoding="utf-8", newline="")
     except OSError as e:

@@ -12,7 +12,7 @@ import torch
 from rnngen import checkpoint
 from rnngen.codec import TextCodec, codec_from_dict
 from rnngen.config import DEFAULT_MAX_TIME, ModelConfig, TrainConfig, defaults_for_budget, format_duration
-from rnngen.data import detect_kind, expand_sources, load_text, split
+from rnngen.data import detect_kind, expand_sources, load_text, split, writable_folder
 from rnngen.device import precision_name, resolve_device, resolve_precision
 from rnngen.errors import RnngenError
 from rnngen.model import RNNModel
@@ -154,19 +154,10 @@ def _out_path(out: Path | None, sources: list[str], resume: str | None, force: b
         out = out.with_name(out.name + checkpoint.SUFFIX)
     if out.is_dir():
         raise RnngenError(f"--out {out} is a folder; give a file name such as {out / 'model.pt'}")
-    if not out.parent.is_dir():
-        raise RnngenError(f"--out {out}: the folder {out.parent} does not exist")
-    if not os_writable(out.parent):
-        raise RnngenError(f"--out {out}: the folder {out.parent} is not writable")
+    writable_folder(out, "--out")
     if out.exists() and not force and not resume:
         raise RnngenError(f"{out} already exists; pass --force to overwrite it, or choose another --out")
     return out
-
-
-def os_writable(folder: Path) -> bool:
-    import os
-
-    return os.access(folder, os.W_OK)
 
 
 def _header(model: RNNModel, cfg: TrainConfig, kind: str, names, train_ids: torch.Tensor,

@@ -168,6 +168,18 @@ def test_existing_output_needs_force(tmp_path, trained, corpus):
     (["train", "x.txt", "--batch-size", "0"], "--batch-size"),
     (["train", "x.txt", "--max-time", "soon"], "--max-time"),
     (["train", "x.txt", "--cell", "transformer"], "--cell"),
+    (["train", "x.txt", "--dropout", "1"], "--dropout"),
+    (["train", "x.txt", "--val-frac", "1.5"], "--val-frac"),
+    (["train", "x.txt", "--lr", "abc"], "--lr"),
+    (["sample", "-n", "many"], "--length"),
+    (["sample", "--top-k", "0"], "--top-k"),
+    (["sample", "--top-p", "0"], "--top-p"),
+    (["sample", "--program", "200"], "--program"),
+    (["sample", "--qpm", "0"], "--qpm"),
+    (["sample", "--format", "xml"], "--format"),
+    (["info"], "checkpoint"),
+    (["eval", "shakespeare"], "files"),
+    (["export", "shakespeare", "--format", "tflite"], "--format"),
 ])
 def test_bad_options_exit_2_naming_the_option(args, option):
     result = invoke(*args)

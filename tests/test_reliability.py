@@ -116,3 +116,46 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
     after = torch.load(path, weights_only=True)
     assert torch.equal(after["weights"]["head.weight"], before["weights"]["head.weight"])
     assert list(tmp_path.iterdir()) == [path]  # the temporary file is gone too
+
+
+def _read_only_folder(tmp_path):
+    """A folder this process cannot write in (root ignores permissions, so it gets /sys)."""
+    if os.geteuid() == 0:
+        return "/sys"
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return str(folder)
+
+
+def test_outputs_in_missing_or_read_only_folders_fail_before_work(tmp_path, corpus):
+    ckpt = tmp_path / "m.pt"
+    saved_model(ckpt)
+    ro = _read_only_folder(tmp_path)
+    for args in (["train", str(corpus), "--out", f"{ro}/m.pt"],
+                 ["train", str(corpus), "--out", str(tmp_path / "missing" / "m.pt")],
+                 ["sample", str(ckpt), "-o", f"{ro}/s.txt"],
+                 ["export", str(ckpt), "--format", "pt2", "-o", f"{ro}/m.pt2"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, (args, result.stderr)
+        assert "--out" in result.stderr and "Traceback" not in result.stderr
+        assert ("cannot write" in result.stderr) or ("does not exist" in result.stderr)
+
+
+SAMPLE_RSS = """
+import resource, subprocess, sys
+subprocess.run([sys.executable, "-m", "rnngen", "sample", sys.argv[1], "-n", sys.argv[2], "-s", "1"],
+               stdout=subprocess.DEVNULL, check=True)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def test_long_samples_stream_in_constant_memory(tmp_path):
+    ckpt = tmp_path / "m.pt"
+    saved_model(ckpt)
+    peaks = {}
+    for n in (1_000, 50_000):
+        out = subprocess.run([sys.executable, "-c", SAMPLE_RSS, str(ckpt), str(n)], capture_output=True,
+                             text=True, timeout=300, check=True)
+        peaks[n] = int(out.stdout) / 1024  # MB
+    assert peaks[50_000] - peaks[1_000] < 10, peaks  # 50x the text, no more memory
