@@ -139,6 +139,7 @@ def _positive(value: Optional[float], option: str, allow_zero: bool = False) -> 
 @app.command()
 @friendly
 def train(
+    ctx: typer.Context,
     sources: Annotated[Optional[list[str]], typer.Argument(
         help="Text files, MIDI files, folders (searched recursively), or - for text on stdin.",
         show_default=False)] = None,
@@ -170,6 +171,7 @@ def train(
     seed: SeedOpt = None,
     log: Annotated[Optional[Path], typer.Option(help="Append metrics as JSON lines to this file.", show_default=False)] = None,
     quiet: QuietOpt = False,
+    nproc: Annotated[Optional[int], typer.Option(min=1, help="Train data-parallel in N processes on this machine (one per GPU with CUDA) by starting torchrun; --batch-size is the total over all of them. (default: 1)", show_default=False)] = None,
 ) -> None:
     """Train a model on text or MIDI files and save the best checkpoint by validation loss."""
     from rnngen import train_cmd
@@ -195,6 +197,8 @@ def train(
         _positive(seconds, "--max-time")
     if not sources and not resume:
         raise typer.BadParameter("give at least one file or folder to train on", param_hint="SOURCE")
+    if nproc is not None and nproc > 1:
+        raise typer.Exit(_launch_train(ctx, nproc, sources or [], batch_size, device))
 
     code = train_cmd.run(
         sources=sources or [], kind=kind.value, cell=cell.value, layers=layers, hidden=hidden, embed=embed,
@@ -206,6 +210,45 @@ def train(
     )
     if code:
         raise typer.Exit(code)
+
+
+def _launch_train(ctx: typer.Context, nproc: int, sources: list[str], batch_size: Optional[int], device: str) -> int:
+    """`--nproc N`: check what can be checked here, then run `torchrun ... -m rnngen train` with the
+    options given on this command line (less --nproc) and return its exit code."""
+    from rnngen import distributed
+
+    if distributed.launched():
+        raise typer.BadParameter("this process was already started by torchrun; leave --nproc out", param_hint="--nproc")
+    if "-" in sources:
+        raise typer.BadParameter("several processes cannot share standard input; train from a file", param_hint="--nproc")
+    if batch_size is not None and batch_size % nproc:
+        raise typer.BadParameter(f"--batch-size {batch_size} is the total over {nproc} processes and must divide "
+                                 f"evenly among them; use a multiple of {nproc}", param_hint="--nproc")
+    name = device.strip().lower()
+    if name.startswith("cuda:") or name == "mps":
+        raise typer.BadParameter("data-parallel processes each take their own CUDA GPU (cuda:LOCAL_RANK), or the "
+                                 "CPU; give --device cuda, cpu or auto", param_hint="--device")
+    if name in ("auto", "cuda"):
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus and nproc > gpus:
+            raise typer.BadParameter(f"{nproc} processes need {nproc} GPUs; this machine has {gpus}", param_hint="--nproc")
+    args: list[str] = []
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if param.name in ("nproc", "sources") or getattr(source, "name", None) != "COMMANDLINE":
+            continue
+        value = ctx.params[param.name]
+        value = value.value if isinstance(value, Enum) else value
+        if getattr(param, "is_flag", False):
+            if param.secondary_opts:  # --drums/--no-drums
+                args.append(param.opts[0] if value else param.secondary_opts[0])
+            elif value:
+                args.append(param.opts[0])
+        else:
+            args += [param.opts[0], str(value)]
+    return distributed.launch(nproc, [*args, "--", *sources])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -3,6 +3,14 @@
 AdamW, gradient clipping, linear warm-up then cosine decay to the end of the run (the end being
 whichever of --max-steps, --max-time or --epochs comes first), stateful truncated BPTT, periodic
 validation, the best checkpoint by validation loss and a resumable last-state checkpoint.
+
+Under torchrun (`world` given) the same loop trains data-parallel: `--batch-size` is the total over
+all processes and rank r takes streams r*B/N up to (r+1)*B/N, so N processes follow the optimisation
+of one process with the same batch (same learning rate, same schedule). DistributedDataParallel
+averages the gradients; once a step the ranks agree on the mean loss, rank 0's clock and whether
+any rank was signalled, so that every stop happens on every rank at the same step. Rank 0 validates
+and writes the checkpoints; the hidden state saved for --resume is the whole (layers, B, hidden)
+state gathered from all ranks, so a run resumes with any number of processes.
 """
 
 from __future__ import annotations
@@ -18,10 +26,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from rnngen import __version__, checkpoint
+from rnngen import __version__, checkpoint, distributed
 from rnngen.config import TrainConfig
 from rnngen.data import Streams, eval_windows
 from rnngen.device import precision_name
+from rnngen.distributed import World
 from rnngen.errors import RnngenError
 from rnngen.model import RNNModel
 
@@ -109,9 +118,15 @@ class Trainer:
     def __init__(self, model: RNNModel, codec, train_ids: torch.Tensor, val_ids: torch.Tensor,
                  cfg: TrainConfig, device: torch.device, dtype: torch.dtype | None, out: Path,
                  report: Callable[[Event], None] = lambda e: None, resume: dict | None = None,
-                 meta: dict | None = None):
+                 meta: dict | None = None, world: World | None = None):
         if not (cfg.max_steps or cfg.max_time or cfg.epochs):
             raise ValueError("a run needs at least one of max_steps, max_time, epochs")
+        self.world, self.main = world, world is None or world.main
+        self.nproc = world.size if world is not None else 1
+        if cfg.batch_size % self.nproc:
+            raise RnngenError(f"--batch-size {cfg.batch_size} is the total over {self.nproc} processes and must "
+                              f"divide evenly among them; use a multiple of {self.nproc}")
+        self.rows = world.rows(cfg.batch_size) if world is not None else slice(0, cfg.batch_size)
         self.model, self.codec, self.cfg = model.to(device), codec, cfg
         self.device, self.dtype, self.report = device, dtype, report
         self.best_path, self.last_path = Path(out), checkpoint.last_path(Path(out))
@@ -123,25 +138,41 @@ class Trainer:
         self.step = self.epoch = self.window = self.tokens = 0
         self.elapsed_before = 0.0
         self.best_val = self.last_val = math.inf
-        self.state = model.init_state(cfg.batch_size, device)
+        self.state = model.init_state(cfg.batch_size // self.nproc, device)
         self.history: list[Event] = []
-        self._signal: int | None = None
+        self._signal: int | None = None  # set by this process's signal handler
+        self._stop: int | None = None  # distributed: a signal any rank received, agreed at the last step
+        self._clock = 0.0  # distributed: rank 0's elapsed seconds, agreed at the last step
         if resume is not None:
             self._restore(resume)
         else:
-            torch.manual_seed(cfg.seed)
+            torch.manual_seed(cfg.seed + (world.rank if world is not None else 0))  # own dropout masks per rank
+        self._clock = self.elapsed_before
+        self.net = model
+        if world is not None:  # the wrapper averages gradients in backward(); rank 0's weights go to all
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     # -- state for --resume -------------------------------------------------------------------
 
     def _resume_state(self) -> dict:
-        return {
+        """Distributed: every rank must call this (it gathers), and rank 0's answer is the one to save."""
+        rng_cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        state = {
             "step": self.step, "epoch": self.epoch, "window": self.window, "tokens": self.tokens,
             "elapsed": self.elapsed(), "best_val": self.best_val, "last_val": self.last_val,
             "optimizer": self.opt.state_dict(), "scaler": self.scaler.state_dict(),
             "hidden": [s.detach().cpu().clone() for s in self.state],
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "rng_cpu": torch.get_rng_state(), "rng_cuda": rng_cuda,
         }
+        if self.world is not None:  # the whole (layers, B, hidden) state, and each rank's random state
+            state["hidden"] = [torch.cat(distributed.gather(s, self.world), dim=1) for s in self.state]
+            state["processes"] = self.world.size
+            state["rng_cpu_ranks"] = distributed.gather(torch.get_rng_state(), self.world)
+            if rng_cuda is not None:
+                state["rng_cuda_ranks"] = distributed.gather(rng_cuda, self.world)
+        return state
 
     def _restore(self, r: dict) -> None:
         try:
@@ -151,23 +182,39 @@ class Trainer:
             self.opt.load_state_dict(r["optimizer"])
             if r.get("scaler"):
                 self.scaler.load_state_dict(r["scaler"])
-            hidden = tuple(h.to(self.device) for h in r["hidden"])
-            if [tuple(h.shape) for h in hidden] != [tuple(s.shape) for s in self.state]:
+            hidden = tuple(h.to(self.device) for h in r["hidden"])  # (layers, B, hidden): all the streams
+            whole = self.model.init_state(self.cfg.batch_size, "meta")
+            if [tuple(h.shape) for h in hidden] != [tuple(s.shape) for s in whole]:
                 raise RnngenError("the resumed run's batch size differs from the checkpoint's; keep --batch-size")
-            self.state = hidden
-            torch.set_rng_state(r["rng_cpu"])
-            if r.get("rng_cuda") is not None and self.device.type == "cuda":
-                torch.cuda.set_rng_state(r["rng_cuda"], self.device)
+            self.state = tuple(h[:, self.rows].contiguous() for h in hidden)  # this rank's streams
+            self._restore_rng(r)
         except (KeyError, TypeError, ValueError) as e:
             raise RnngenError(f"the checkpoint's training state is damaged or incomplete ({e})") from e
         for group in self.opt.param_groups:  # a resumed run may change the peak learning rate
             group["lr"] = self.cfg.lr
 
+    def _restore_rng(self, r: dict) -> None:
+        """Each rank takes back its own random state when the process count is unchanged. With another
+        count, rank 0 takes the saved rank 0's and the others draw fresh seeds: the run then continues
+        statistically rather than bit for bit (and exactly where nothing is random, as with dropout 0)."""
+        rank = self.world.rank if self.world is not None else 0
+        cpu, cuda = r["rng_cpu"], r.get("rng_cuda")
+        if rank > 0:
+            same = len(r.get("rng_cpu_ranks") or []) == self.nproc
+            if not same:
+                torch.manual_seed(self.cfg.seed + 1_000_003 * self.step + rank)
+                return
+            cpu = r["rng_cpu_ranks"][rank]
+            cuda = (r.get("rng_cuda_ranks") or [None] * self.nproc)[rank]
+        torch.set_rng_state(cpu)
+        if cuda is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(cuda, self.device)
+
     def train_info(self) -> dict:
         return {
             "config": asdict(self.cfg), "step": self.step, "epoch": self.epoch_position(),
             "tokens": self.tokens, "elapsed": self.elapsed(), "val_loss": self.best_val,
-            "last_val_loss": self.last_val, "device": str(self.device),
+            "last_val_loss": self.last_val, "device": str(self.device), "processes": self.nproc,
             "precision": precision_name(self.dtype), "rnngen": __version__, **self.meta,
         }
 
@@ -179,12 +226,16 @@ class Trainer:
     def epoch_position(self) -> float:
         return self.epoch + self.window / self.streams.windows_per_epoch
 
+    def _now(self) -> float:
+        """The elapsed seconds that decisions use: distributed, rank 0's as agreed at the last step."""
+        return self.elapsed() if self.world is None else self._clock
+
     def progress(self) -> float:
         cfg, parts = self.cfg, []
         if cfg.max_steps:
             parts.append(self.step / cfg.max_steps)
         if cfg.max_time:
-            parts.append(self.elapsed() / cfg.max_time)
+            parts.append(self._now() / cfg.max_time)
         if cfg.epochs:
             parts.append(self.epoch_position() / cfg.epochs)
         return min(1.0, max(parts))
@@ -196,7 +247,7 @@ class Trainer:
         tenth = int(self.progress() * 10)
         if tenth <= self._last_tenth:
             return False
-        if time.monotonic() - self._last_eval_end < 19 * self._eval_cost:
+        if self._now() - self._last_eval_end < 19 * self._eval_cost:
             return False
         self._last_tenth = tenth
         return True
@@ -211,6 +262,7 @@ class Trainer:
         finally:
             for sig, old in handlers.items():
                 signal.signal(sig, old)
+            self.net = self.model  # let the DDP wrapper go before the process group does (see distributed.shutdown)
 
     def _install_signals(self) -> dict:
         def on_signal(signum, frame):
@@ -229,17 +281,18 @@ class Trainer:
     def _loop(self) -> Outcome:
         model, cfg, V = self.model, self.cfg, self.model.cfg.vocab_size
         model.train()
-        self._last_tenth, self._last_eval_end, self._eval_cost = int(self.progress() * 10), 0.0, 0.0
+        self._last_tenth, self._last_eval_end, self._eval_cost = int(self.progress() * 10), -math.inf, 0.0
         train_time, train_tokens, tokens_per_s = 0.0, 0, 0.0  # throughput excludes evaluation
         loss_value = math.nan
         while self.progress() < 1.0:
             for x, y in self.streams.epoch(self.epoch, self.window):
+                x, y = x[self.rows], y[self.rows]  # (B/N, T): this rank's streams (all of them in one process)
                 t_step = time.monotonic()
                 lr = learning_rate(cfg, self.step, self.progress())
                 for group in self.opt.param_groups:
                     group["lr"] = lr
                 with autocast(self.device, self.dtype):
-                    logits, state = model(x.long(), self.state)  # (B, T, V)
+                    logits, state = self.net(x.long(), self.state)  # (B, T, V)
                 loss = F.cross_entropy(logits.float().view(-1, V), y.long().view(-1))
                 self.opt.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
@@ -250,12 +303,14 @@ class Trainer:
                 self.state = tuple(s.detach() for s in state)
 
                 loss_value = loss.item()
+                if self.world is not None:
+                    loss_value = self._agree(loss_value)  # the mean over all streams, as one process sees it
                 if not math.isfinite(loss_value):
                     self._fail_non_finite()
                 self.step += 1
                 self.window += 1
-                self.tokens += x.numel()
-                train_tokens += x.numel()
+                self.tokens += x.numel() * self.nproc
+                train_tokens += x.numel() * self.nproc
                 train_time += time.monotonic() - t_step
                 tokens_per_s = train_tokens / train_time
 
@@ -264,44 +319,67 @@ class Trainer:
                 finished = event.progress >= 1.0
                 if finished or self._eval_due():
                     self._evaluate_and_save(event)
-                self.report(event)
-                if self._signal is not None:
+                if self.main:
+                    self.report(event)
+                if (self._signal if self.world is None else self._stop) is not None:
                     self._stop_on_signal()
                 if finished:
                     break
             else:
                 self.epoch += 1
                 self.window = 0
-                self.state = model.init_state(cfg.batch_size, self.device)  # a new epoch starts cold
+                self.state = model.init_state(cfg.batch_size // self.nproc, self.device)  # a new epoch starts cold
         if self.step == 0 or not math.isfinite(self.last_val):
             event = Event(self.step, self.epoch_position(), loss_value, 0.0, tokens_per_s, 1.0, self.elapsed())
             self._evaluate_and_save(event)
-            self.report(event)
+            if self.main:
+                self.report(event)
         return Outcome(self.step, self.best_val, self.last_val, self.elapsed(), self.tokens,
                        self.best_path, self.last_path, self.history)
 
+    def _agree(self, loss: float) -> float:
+        """One all-reduce a step: the mean loss, rank 0's clock, and a signal that reached any rank.
+        A non-finite loss anywhere makes the mean non-finite, so every rank stops on it together."""
+        sig = self._signal
+        mine = [loss / self.nproc, self.elapsed() if self.main else 0.0,
+                float(sig == signal.SIGINT), float(sig is not None and sig != signal.SIGINT)]
+        mean, self._clock, interrupts, others = distributed.all_sum(mine, self.world)
+        if others:
+            self._stop = int(signal.SIGTERM)
+        elif interrupts:
+            self._stop = int(signal.SIGINT)
+        return mean
+
     def _evaluate_and_save(self, event: Event) -> None:
         t0 = time.monotonic()
-        val = evaluate(self.model, self.val_ids, self.device, self.dtype, seq_len=max(self.cfg.seq_len, 128))
-        self.model.train()
+        val = math.nan
+        if self.main:  # distributed: validation runs once, on rank 0, with the unwrapped model
+            val = evaluate(self.model, self.val_ids, self.device, self.dtype, seq_len=max(self.cfg.seq_len, 128))
+            self.model.train()
+        if self.world is not None:  # every rank keeps rank 0's books, so their decisions stay the same
+            val, self._eval_cost, self._clock = distributed.broadcast([val, time.monotonic() - t0, self.elapsed()],
+                                                                      self.world)
         self.last_val = val
         improved = val < self.best_val
         if improved:
             self.best_val = val
-            checkpoint.save(checkpoint.make(self.model, self.codec, self.train_info()), self.best_path)
+            if self.main:
+                checkpoint.save(checkpoint.make(self.model, self.codec, self.train_info()), self.best_path)
         self._save_last()
         event.val_loss, event.best_val, event.saved = val, self.best_val, improved
-        self._last_eval_end = time.monotonic()
-        self._eval_cost = self._last_eval_end - t0
+        self._last_eval_end = self._now()
+        if self.world is None:
+            self._eval_cost = time.monotonic() - t0
         self.history.append(event)
 
     def _save_last(self) -> None:
-        ckpt = checkpoint.make(self.model, self.codec, self.train_info(), resume=self._resume_state())
-        checkpoint.save(ckpt, self.last_path)
+        resume = self._resume_state()  # distributed: a collective, so on every rank
+        if self.main:
+            checkpoint.save(checkpoint.make(self.model, self.codec, self.train_info(), resume=resume), self.last_path)
 
     def _stop_on_signal(self) -> None:
         self._save_last()
-        raise Interrupted(self._signal, self.step, self.last_path)
+        raise Interrupted(self._signal if self.world is None else self._stop, self.step, self.last_path)
 
     def _fail_non_finite(self) -> None:
         kept = f"; the best checkpoint ({self.best_path}) is kept" if self.best_path.exists() else ""

@@ -1,4 +1,8 @@
-"""`rnngen train`: read the sources, build or restore the model, run the trainer, say where it went."""
+"""`rnngen train`: read the sources, build or restore the model, run the trainer, say where it went.
+
+Started by torchrun, every process runs all of this on the same data and options; only rank 0 talks,
+writes the metrics log and saves checkpoints (see rnngen/distributed.py and rnngen/train.py).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from rnngen import checkpoint
+from rnngen import checkpoint, distributed
 from rnngen.codec import TextCodec, codec_from_dict
 from rnngen.config import DEFAULT_MAX_TIME, ModelConfig, TrainConfig, defaults_for_budget, format_duration
 from rnngen.data import detect_kind, expand_sources, load_text, split, writable_folder
@@ -23,15 +27,31 @@ MODEL_KEYS = ("layers", "hidden", "embed", "dropout")
 TRAIN_KEYS = ("seq_len", "batch_size", "lr")
 
 
-def run(*, sources: list[str], kind: str, cell: str, layers, hidden, embed, dropout, seq_len, batch_size, lr,
-        weight_decay: float, grad_clip: float, warmup: int, max_steps, max_time, epochs, val_frac: float,
-        eval_every, out: Path | None, force: bool, resume: str | None, init_from: str | None, device: str,
-        precision: str, seed, log: Path | None, quiet: bool, transpose: int | None = None,
-        drums: bool | None = None) -> int:
-    dev = resolve_device(device)
-    dtype = resolve_precision(precision, dev)
-    if resume and init_from:
+def run(**options) -> int:
+    """Train with `options` (the keywords of `_run`); under torchrun, as one rank of a process group."""
+    if options.get("resume") and options.get("init_from"):
         raise RnngenError("--resume continues a run and --init-from starts a new one; give one of them")
+    world = distributed.setup(options["device"])  # None unless torchrun started this process
+    try:
+        return _run(world, **options)
+    except RnngenError as e:
+        if world is not None and world.size > 1:
+            raise RnngenError(f"(rank {world.rank}) {e}") from e
+        raise
+    finally:
+        distributed.shutdown(world)
+
+
+def _run(world: distributed.World | None, *, sources: list[str], kind: str, cell: str, layers, hidden, embed,
+         dropout, seq_len, batch_size, lr, weight_decay: float, grad_clip: float, warmup: int, max_steps, max_time,
+         epochs, val_frac: float, eval_every, out: Path | None, force: bool, resume: str | None,
+         init_from: str | None, device: str, precision: str, seed, log: Path | None, quiet: bool,
+         transpose: int | None = None, drums: bool | None = None) -> int:
+    main = world is None or world.main
+    dev = world.device if world is not None else resolve_device(device)
+    dtype = resolve_precision(precision, dev)
+    if world is not None and "-" in sources:
+        raise RnngenError("several processes cannot share standard input; train from a file")
 
     given = dict(layers=layers, hidden=hidden, embed=embed, dropout=dropout, seq_len=seq_len,
                  batch_size=batch_size, lr=lr)
@@ -78,6 +98,9 @@ def run(*, sources: list[str], kind: str, cell: str, layers, hidden, embed, drop
             codec = _base_codec(base) or TextCodec.fit(text)
         train_ids, val_ids = split(codec.encode_corpus(text), cfg.val_frac)  # names unseen characters
         del text  # the ids are all training needs: a large corpus is not held twice
+    if world is not None and cfg.batch_size % world.size:
+        raise RnngenError(f"--batch-size {cfg.batch_size} is the total over {world.size} processes and must "
+                          f"divide evenly among them; use a multiple of {world.size}")
     if len(val_ids) < 2:
         raise RnngenError("the validation split is empty: the corpus is too short for --val-frac; add data")
     cfg.sources = [str(n) for n in names] if not resumed else cfg.sources
@@ -89,23 +112,30 @@ def run(*, sources: list[str], kind: str, cell: str, layers, hidden, embed, drop
         else:
             model_cfg = ModelConfig(vocab_size=codec.vocab_size, cell=cell, layers=chosen["layers"],
                                     hidden=chosen["hidden"], embed=chosen["embed"], dropout=chosen["dropout"])
+    torch.manual_seed(cfg.seed)  # the same seed, the same starting weights (and the same on every rank)
     model = RNNModel(model_cfg)
     if resumed is not None or base is not None:
         model.load_state_dict(checkpoint.build_model(resumed or base).state_dict())
 
-    out = _out_path(out, sources, resume, force)
-    reporter = Reporter(unit="char" if kind == "text" else "event", quiet=quiet, log=log)
-    reporter.say(_header(model, cfg, kind, names, train_ids, val_ids, dev, dtype))
+    out = _out_path(out, sources, resume, force, check=main)
+    reporter = Reporter(unit="char" if kind == "text" else "event", quiet=quiet or not main,
+                        log=log if main else None)
+    reporter.say(_header(model, cfg, kind, names, train_ids, val_ids, dev, dtype, world))
     trainer = Trainer(model, codec, train_ids, val_ids, cfg, dev, dtype, out, report=reporter,
                       resume=resumed["resume"] if resumed else None,
-                      meta={"kind": kind})
+                      meta={"kind": kind}, world=world)
     try:
         with reporter:
             outcome = trainer.run()
     except Interrupted as stop:
         reporter.say(f"stopped at step {stop.step}; saved {stop.path}")
-        reporter.say(f"resume with: rnngen train --resume {stop.path}")
+        relaunch = f" (under torchrun, or with --nproc {world.size}, to go on with {world.size} processes)" if world else ""
+        reporter.say(f"resume with: rnngen train --resume {stop.path}{relaunch}")
         return 128 + stop.signum if stop.signum in (signal.SIGINT, signal.SIGTERM) else 1
+    except RnngenError:
+        if not main:  # stops inside the loop are agreed by all ranks, and rank 0 says why
+            return 1
+        raise
     unit = "char" if kind == "text" else "event"
     reporter.say(
         f"done: {outcome.steps} steps in {format_duration(outcome.elapsed)}; best validation loss "
@@ -139,7 +169,8 @@ def _resumed_config(ckpt: dict, limits: dict, given: dict, eval_every) -> TrainC
     return cfg
 
 
-def _out_path(out: Path | None, sources: list[str], resume: str | None, force: bool) -> Path:
+def _out_path(out: Path | None, sources: list[str], resume: str | None, force: bool, check: bool = True) -> Path:
+    """Where the best checkpoint goes; `check` (the process that writes) makes and checks its folder."""
     if resume and out is None:  # carry on beside the run being resumed
         last = checkpoint.resolve(resume)
         name = last.name.removesuffix(".last" + checkpoint.SUFFIX).removesuffix(checkpoint.SUFFIX)
@@ -147,11 +178,14 @@ def _out_path(out: Path | None, sources: list[str], resume: str | None, force: b
     if out is None:
         stem = "stdin" if sources == ["-"] else Path(sources[0].rstrip("/\\")).stem or "model"
         folder = Path("checkpoints")
-        folder.mkdir(exist_ok=True)
+        if check:
+            folder.mkdir(exist_ok=True)
         out = folder / f"{stem}{checkpoint.SUFFIX}"
     out = Path(out)
     if out.suffix != checkpoint.SUFFIX:
         out = out.with_name(out.name + checkpoint.SUFFIX)
+    if not check:
+        return out
     if out.is_dir():
         raise RnngenError(f"--out {out} is a folder; give a file name such as {out / 'model.pt'}")
     writable_folder(out, "--out")
@@ -161,16 +195,21 @@ def _out_path(out: Path | None, sources: list[str], resume: str | None, force: b
 
 
 def _header(model: RNNModel, cfg: TrainConfig, kind: str, names, train_ids: torch.Tensor,
-            val_ids: torch.Tensor, dev: torch.device, dtype) -> str:
+            val_ids: torch.Tensor, dev: torch.device, dtype, world=None) -> str:
     m = model.cfg
     unit = "chars" if kind == "text" else "events"
     src = names[0] if len(names) == 1 else f"{len(names)} files"
     stops = [s for s in (f"{cfg.max_steps} steps" if cfg.max_steps else "",
                          format_duration(cfg.max_time) if cfg.max_time else "",
                          f"{cfg.epochs:g} epochs" if cfg.epochs else "") if s]
+    batch = f"batch {cfg.batch_size}"
+    if world is not None:  # the effective batch is the total; the learning rate is not scaled
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        batch = (f"data-parallel on {world.size} processes ({backend}): global batch {cfg.batch_size} "
+                 f"= {world.size} x {cfg.batch_size // world.size} streams")
     return (
         f"training {m.cell} {m.layers} x {m.hidden} ({model.num_params() / 1e6:.2f}M parameters) on {src}: "
         f"{len(train_ids):,} train / {len(val_ids):,} validation {unit}, vocabulary {m.vocab_size}\n"
-        f"batch {cfg.batch_size} x seq-len {cfg.seq_len}, lr {cfg.lr:g}, dropout {m.dropout:g}, "
+        f"{batch} x seq-len {cfg.seq_len}, lr {cfg.lr:g}, dropout {m.dropout:g}, "
         f"{dev.type} {precision_name(dtype)}; stops at {' or '.join(stops)}"
     )
