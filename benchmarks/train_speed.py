@@ -1,0 +1,135 @@
+"""Training throughput: rnngen's training step against a plain fp32 nn.LSTM loop of the same shape,
+and as a share of the machine's matrix-multiply ceiling, all measured in one run; then validation loss
+at equal steps for fp32 and rnngen's precision, from the same initial weights.
+
+    python benchmarks/train_speed.py                       # 2 x 512 LSTM, batch 64 x 128
+    python benchmarks/train_speed.py --hidden 256 --batch 32 --seq 64 --quality-steps 0
+
+Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import rnngen  # noqa: F401  (quiets torch's NumPy warning)
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnngen.codec import TextCodec
+from rnngen.config import ModelConfig, TrainConfig
+from rnngen.data import Streams, split
+from rnngen.device import resolve_precision
+from rnngen.model import RNNModel
+from rnngen.train import autocast, evaluate, make_optimizer
+
+CORPUS = "corpora/tinyshakespeare.txt"
+
+
+def matmul_ceiling(dtype: torch.dtype, n: int = 2048, seconds: float = 1.0) -> float:
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    count, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - t0)
+
+
+def train_flops_per_char(cfg: ModelConfig) -> float:
+    """Forward matmul FLOP per character, times 3 for forward + backward."""
+    forward = 2 * 4 * cfg.hidden * (cfg.embed + cfg.hidden)
+    forward += (cfg.layers - 1) * 2 * 4 * cfg.hidden * 2 * cfg.hidden
+    forward += 2 * cfg.hidden * cfg.vocab_size
+    return 3 * forward
+
+
+def plain_loop(cfg: ModelConfig, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
+    """The textbook loop: fp32 nn.LSTM, Adam, cross-entropy; characters per second."""
+    torch.manual_seed(0)
+    embed, lstm = nn.Embedding(cfg.vocab_size, cfg.embed), nn.LSTM(cfg.embed, cfg.hidden, cfg.layers, batch_first=True)
+    head = nn.Linear(cfg.hidden, cfg.vocab_size)
+    params = [*embed.parameters(), *lstm.parameters(), *head.parameters()]
+    opt = torch.optim.Adam(params, lr=1e-3)
+    for i in range(steps + 1):
+        if i == 1:
+            t0 = time.perf_counter()
+        out, _ = lstm(embed(x))
+        loss = F.cross_entropy(head(out).view(-1, cfg.vocab_size), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return x.numel() * steps / (time.perf_counter() - t0)
+
+
+def rnngen_steps(model: RNNModel, tcfg: TrainConfig, streams: Streams, dtype, steps: int) -> float:
+    """rnngen's training step (the loop in rnngen/train.py, minus logging): characters per second."""
+    opt = make_optimizer(model, tcfg)
+    state = model.init_state(tcfg.batch_size)
+    device = torch.device("cpu")
+    windows = streams.epoch(0)
+    t0 = None
+    for i in range(steps + 1):
+        if i == 1:
+            t0 = time.perf_counter()
+        x, y = next(windows)
+        with autocast(device, dtype):
+            logits, state = model(x.long(), state)
+        loss = F.cross_entropy(logits.float().view(-1, model.cfg.vocab_size), y.long().view(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        opt.step()
+        state = tuple(s.detach() for s in state)
+    return streams.batch * streams.seq_len * steps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per figure")
+    parser.add_argument("--quality-steps", type=int, default=150, help="steps for the equal-steps loss check")
+    args = parser.parse_args()
+
+    text = open(CORPUS, encoding="utf-8").read()
+    codec = TextCodec.fit(text)
+    train_ids, val_ids = split(codec.encode_corpus(text), 0.1)
+    cfg = ModelConfig(vocab_size=codec.vocab_size, layers=args.layers, hidden=args.hidden, dropout=0.0)
+    tcfg = TrainConfig(batch_size=args.batch, seq_len=args.seq, lr=2e-3, warmup_steps=1)
+    streams = Streams(train_ids, args.batch, args.seq)
+    x, y = next(streams.epoch(0))
+    x, y = x.long(), y.long()
+    dtype = resolve_precision("auto", torch.device("cpu"))
+
+    bf16_peak = matmul_ceiling(torch.bfloat16)
+    fp32_peak = matmul_ceiling(torch.float32)
+    plain = plain_loop(cfg, x, y, args.steps)
+    torch.manual_seed(0)
+    ours_fp32 = rnngen_steps(RNNModel(cfg), tcfg, streams, None, args.steps)
+    torch.manual_seed(0)
+    ours = rnngen_steps(RNNModel(cfg), tcfg, streams, dtype, args.steps)
+    flops = train_flops_per_char(cfg)
+    print(f"LSTM {args.layers} x {args.hidden}, batch {args.batch} x {args.seq}; matmul ceiling fp32 "
+          f"{fp32_peak / 1e12:.3f}, bf16 {bf16_peak / 1e12:.3f} TFLOP/s; {flops / 1e6:.1f} MFLOP per character\n")
+    print("| loop | chars/s | x plain fp32 | share of bf16 ceiling |")
+    print("| --- | --- | --- | --- |")
+    for name, rate in [("plain fp32 nn.LSTM loop", plain), ("rnngen, fp32", ours_fp32),
+                       (f"rnngen, --precision auto ({'bf16' if dtype else 'fp32'})", ours)]:
+        print(f"| {name} | {rate:,.0f} | {rate / plain:.2f}x | {100 * rate * flops / bf16_peak:.1f}% |")
+
+    if args.quality_steps:
+        print(f"\nvalidation loss after {args.quality_steps} steps from the same initial weights:")
+        for name, dt in [("fp32", None), ("auto", dtype)]:
+            torch.manual_seed(0)
+            model = RNNModel(cfg)
+            rnngen_steps(model, tcfg, streams, dt, args.quality_steps)
+            print(f"  {name}: {evaluate(model, val_ids, torch.device('cpu'), dt):.4f} nats/char")
+
+
+if __name__ == "__main__":
+    main()
