@@ -65,6 +65,12 @@ def _run(world: distributed.World | None, *, sources: list[str], kind: str, cell
         cfg = _resumed_config(resumed, limits, given, eval_every)
         sources = sources or cfg.sources
         model_cfg = checkpoint.model_config(resumed)
+        saved_precision = resumed.get("train", {}).get("precision")
+        if precision == "auto" and saved_precision in ("fp32", "bf16", "fp16"):  # keep the run's precision
+            try:
+                dtype = resolve_precision(saved_precision, dev)
+            except RnngenError:  # e.g. an fp16 GPU run resumed on a CPU: auto stays
+                pass
     else:
         if not any(limits.values()):
             limits["max_time"] = DEFAULT_MAX_TIME
