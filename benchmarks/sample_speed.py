@@ -17,6 +17,7 @@ import rnngen  # noqa: F401  (quiets torch's NumPy warning)
 import torch
 from torch import nn
 
+from ceiling import matmul_ceiling  # benchmarks/ceiling.py
 from rnngen import checkpoint
 from rnngen.config import ModelConfig
 from rnngen.model import RNNModel
@@ -34,18 +35,6 @@ def flops_per_char(cfg: ModelConfig) -> float:
 def best_of(measure, rounds: int) -> float:
     """The best of several short measurements: on a shared machine the least disturbed one."""
     return max(measure() for _ in range(rounds))
-
-
-def matmul_ceiling(dtype: torch.dtype, n: int = 2048, seconds: float = 0.5) -> float:
-    """FLOP/s of a large square matmul: the most this machine does in `dtype`."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    for _ in range(2):
-        a @ b
-    count, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ b
-        count += 1
-    return 2 * n**3 * count / (time.perf_counter() - t0)
 
 
 @torch.inference_mode()
@@ -83,8 +72,8 @@ def main() -> None:
     torch.manual_seed(0)
     models["LSTM 2 x 256"] = RNNModel(ModelConfig(vocab_size=65, hidden=256)).eval()
 
-    fp32_peak = best_of(lambda: matmul_ceiling(torch.float32), args.rounds)
-    bf16_peak = best_of(lambda: matmul_ceiling(torch.bfloat16), args.rounds)
+    fp32_peak = best_of(lambda: matmul_ceiling(torch.float32, seconds=0.5), args.rounds)
+    bf16_peak = best_of(lambda: matmul_ceiling(torch.bfloat16, seconds=0.5), args.rounds)
     print(f"matmul ceiling: fp32 {fp32_peak / 1e12:.3f} TFLOP/s, bf16 {bf16_peak / 1e12:.3f} TFLOP/s "
           f"({torch.get_num_threads()} threads); each figure is the best of {args.rounds} runs\n")
     print("| model | sampler | batch | chars/s | x reference | share of bf16 ceiling |")

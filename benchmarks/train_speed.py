@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ceiling import matmul_ceiling  # benchmarks/ceiling.py
 from rnngen.codec import TextCodec
 from rnngen.config import ModelConfig, TrainConfig
 from rnngen.data import Streams, split
@@ -27,16 +28,6 @@ from rnngen.model import RNNModel
 from rnngen.train import autocast, evaluate, make_optimizer
 
 CORPUS = "corpora/tinyshakespeare.txt"
-
-
-def matmul_ceiling(dtype: torch.dtype, n: int = 2048, seconds: float = 1.0) -> float:
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    a @ b
-    count, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ b
-        count += 1
-    return 2 * n**3 * count / (time.perf_counter() - t0)
 
 
 def train_flops_per_char(cfg: ModelConfig) -> float:
