@@ -35,28 +35,33 @@ def peak_mb(args: list[str]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=200, help="corpus size in megabytes")
+    parser.add_argument("--model", default="shakespeare", help="checkpoint to sample from")
+    parser.add_argument("--lengths", default="10000,1000000", help="sample lengths to measure")
+    parser.add_argument("--skip-train", action="store_true", help="measure sampling only")
     args = parser.parse_args()
     base = (ROOT / "corpora" / "tinyshakespeare.txt").read_text(encoding="utf-8")
 
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "big.txt"
-        with open(corpus, "w", encoding="utf-8") as f:
-            for _ in range(args.mb * 1_000_000 // len(base) + 1):
-                f.write(base)
-        size = corpus.stat().st_size / 1e6
+        if not args.skip_train:
+            with open(corpus, "w", encoding="utf-8") as f:
+                for _ in range(args.mb * 1_000_000 // len(base) + 1):
+                    f.write(base)
+        size = corpus.stat().st_size / 1e6 if corpus.exists() else 0
         tiny = ["--layers", "1", "--hidden", "64", "--batch-size", "8", "--seq-len", "32", "--max-steps", "2",
                 "--eval-every", "1000", "--val-frac", "0.001", "-q"]
         small_corpus = Path(tmp) / "small.txt"
         small_corpus.write_text(base[:200_000], encoding="utf-8")
-        baseline, _ = peak_mb(["train", str(small_corpus), *tiny, "--out", str(Path(tmp) / "s.pt")])
-        peak, secs = peak_mb(["train", str(corpus), *tiny, "--out", str(Path(tmp) / "b.pt")])
         print(f"| run | peak memory | |\n| --- | --- | --- |")
-        print(f"| train, 0.2 MB corpus (baseline: Python, torch, model) | {baseline:,.0f} MB | |")
-        print(f"| train, {size:,.0f} MB corpus | {peak:,.0f} MB | {(peak - baseline) / size:.2f} x the corpus "
-              f"above the baseline; {secs:.0f} s including reading and encoding |")
-        for n in (10_000, 1_000_000):
-            mb, secs = peak_mb(["sample", "-n", str(n), "-s", "1"])
-            print(f"| sample -n {n:,} | {mb:,.0f} MB | {secs:.0f} s |")
+        if not args.skip_train:
+            baseline, _ = peak_mb(["train", str(small_corpus), *tiny, "--out", str(Path(tmp) / "s.pt")])
+            peak, secs = peak_mb(["train", str(corpus), *tiny, "--out", str(Path(tmp) / "b.pt")])
+            print(f"| train, 0.2 MB corpus (baseline: Python, torch, model) | {baseline:,.0f} MB | |")
+            print(f"| train, {size:,.0f} MB corpus | {peak:,.0f} MB | {(peak - baseline) / size:.2f} x the corpus "
+                  f"above the baseline; {secs:.0f} s including reading and encoding |")
+        for n in map(int, args.lengths.split(",")):
+            mb, secs = peak_mb(["sample", args.model, "-n", str(n), "-s", "1"])
+            print(f"| sample {args.model} -n {n:,} | {mb:,.0f} MB | {secs:.0f} s |")
 
 
 if __name__ == "__main__":
