@@ -9,7 +9,6 @@ Runs rnngen in subprocesses and reads each one's peak resident memory (ru_maxrss
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
@@ -52,7 +51,7 @@ def main() -> None:
                 "--eval-every", "1000", "--val-frac", "0.001", "-q"]
         small_corpus = Path(tmp) / "small.txt"
         small_corpus.write_text(base[:200_000], encoding="utf-8")
-        print(f"| run | peak memory | |\n| --- | --- | --- |")
+        print("| run | peak memory | |\n| --- | --- | --- |")
         if not args.skip_train:
             baseline, _ = peak_mb(["train", str(small_corpus), *tiny, "--out", str(Path(tmp) / "s.pt")])
             peak, secs = peak_mb(["train", str(corpus), *tiny, "--out", str(Path(tmp) / "b.pt")])

@@ -6,7 +6,6 @@ torch is imported inside the commands, so that `rnngen --help` answers at once.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import secrets
 import sys
@@ -375,8 +374,7 @@ def eval_(
         ids = load_midi_ids(files, codec)
     else:
         text, _ = load_text(files)
-        codec.check(text, "the evaluation text")
-        ids = codec.encode_corpus(text)
+        ids = codec.encode_corpus(text, "the evaluation text")
     nats = evaluate(model.to(dev), ids, dev, resolve_precision("auto", dev))
     unit = _unit(codec)
     print(f"{nats:.4f} nats/{unit}  {nats / math.log(2):.4f} bits/{unit}  perplexity {math.exp(nats):.3f}  "

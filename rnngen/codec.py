@@ -69,7 +69,7 @@ class TextCodec:
         self.check(text, "the text")
         return [self.index[ch] for ch in text]
 
-    def encode_corpus(self, text: str) -> torch.Tensor:
+    def encode_corpus(self, text: str, what: str = "the corpus") -> torch.Tensor:
         """A whole corpus as a compact 1-D id tensor; fast and lean for hundreds of megabytes."""
         ids = torch.empty(len(text), dtype=compact_dtype(self.vocab_size))
         lut = torch.full((max(map(ord, self.chars)) + 1,), -1, dtype=torch.int32)
@@ -78,7 +78,7 @@ class TextCodec:
             known = chunk < len(lut)
             part = lut[chunk.where(known, 0)].where(known, -1)
             if bool((part < 0).any()):
-                self.check(text, "the corpus")
+                self.check(text, what)  # names the unseen characters (a slow scan, only on failure)
             ids[start : start + len(chunk)] = part.to(ids.dtype)
         return ids
 

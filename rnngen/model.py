@@ -78,8 +78,8 @@ class StepModel(nn.Module):
         with torch.no_grad():
             for k in range(cfg.layers):
                 w_ih, w_hh, b_ih, b_hh = (param(n, k) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-                # GRU keeps b_hh apart: its candidate gate scales (W_hn h + b_hn) by r.
-                b_in, b_rec = (b_ih, b_hh) if cfg.cell == "gru" else (b_ih + b_hh, torch.zeros_like(b_hh))
+                # GRU keeps b_hh apart: its candidate gate scales (W_hn h + b_hn) by r; elsewhere it is summed in.
+                b_in = b_ih if cfg.cell == "gru" else b_ih + b_hh
                 if k == 0:
                     table = model.embed.weight.detach().float() @ w_ih.T + b_in  # (V, G*H)
                     self.register_buffer("table", table.to(dtype))
@@ -87,29 +87,15 @@ class StepModel(nn.Module):
                     self.register_buffer(f"w_ih{k}", w_ih.T.to(dtype).contiguous())  # (H, G*H)
                     self.register_buffer(f"b_ih{k}", b_in.to(dtype))
                 self.register_buffer(f"w_hh{k}", w_hh.T.to(dtype).contiguous())  # (H, G*H)
-                self.register_buffer(f"b_hh{k}", b_rec.to(dtype))
+                if cfg.cell == "gru":
+                    self.register_buffer(f"b_hh{k}", b_hh.to(dtype))
             self.register_buffer("w_out", model.head.weight.detach().float().T.contiguous())  # (H, V)
             self.register_buffer("b_out", model.head.bias.detach().float().clone())
 
-    def _apply(self, fn, recurse=True):
-        super()._apply(fn, recurse)
-        self._layers = None  # the per-layer lists below point at the old tensors: rebuild them
-        return self
-
     def _weights(self) -> list[tuple]:
-        """Per layer: (w_ih or None, b_ih or None, w_hh, b_hh), looked up once rather than per step."""
-        if torch.compiler.is_compiling() or torch.compiler.is_exporting():
-            return self._lookup()  # tracing swaps the buffers for stand-ins: never cache those
-        if getattr(self, "_layers", None) is None:
-            self._layers = self._lookup()
-        return self._layers
-
-    def _lookup(self) -> list[tuple]:
-        return [
-            (getattr(self, f"w_ih{k}", None), getattr(self, f"b_ih{k}", None),
-             getattr(self, f"w_hh{k}"), getattr(self, f"b_hh{k}"))
-            for k in range(self.layers)
-        ]
+        """Per layer: (w_ih, b_ih, w_hh, b_hh); layer 0 has no w_ih/b_ih (the table), only GRU has b_hh."""
+        return [(getattr(self, f"w_ih{k}", None), getattr(self, f"b_ih{k}", None),
+                 getattr(self, f"w_hh{k}"), getattr(self, f"b_hh{k}", None)) for k in range(self.layers)]
 
     def forward(self, tokens: torch.Tensor, *state: torch.Tensor):
         """The export contract: state tensors are (L, B, H), as `RNNModel.init_state` makes them."""

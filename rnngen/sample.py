@@ -69,12 +69,6 @@ def _nucleus(logits: torch.Tensor, top_p: float, temperature: float) -> torch.Te
     return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
 
 
-def pick(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-         generator: torch.Generator | None = None) -> torch.Tensor:
-    """One token per row of logits[B, V]; see `Sampler`."""
-    return Sampler(temperature, top_k, top_p, generator, chunk=1)(logits)
-
-
 @torch.inference_mode()
 def generate(model: RNNModel, prime: Sequence[int], length: int, batch: int = 1, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, seed: int = 0,

@@ -73,19 +73,20 @@ def _output(out: str | None):
 
 def _stream_one(stream: TextIO, tokens, codec, prime: str, stops: list[str]) -> None:
     """One sample: each character is written and flushed as soon as it is sampled."""
-    stream.write(prime)
     scanner, chars = StopScanner(stops), codec.chars
-    text = ""
+    written = prime  # the output's last character decides whether a final newline is needed
+    stream.write(prime)
     for step in tokens:
         text = scanner.feed(chars[int(step[0])])
         if text:
             stream.write(text)
             stream.flush()
+            written = text
         if scanner.stopped:
             break
     tail = scanner.flush()
     stream.write(tail)
-    if not (tail or text or prime).endswith("\n"):
+    if not (tail or written).endswith("\n"):
         stream.write("\n")
     stream.flush()
 

@@ -23,10 +23,6 @@ from rnngen.model import RNNModel
 from rnngen.report import Reporter
 from rnngen.train import Interrupted, Trainer
 
-MODEL_KEYS = ("layers", "hidden", "embed", "dropout")
-TRAIN_KEYS = ("seq_len", "batch_size", "lr")
-
-
 def run(**options) -> int:
     """Train with `options` (the keywords of `_run`); under torchrun, as one rank of a process group."""
     if options.get("resume") and options.get("init_from"):
@@ -104,9 +100,6 @@ def _run(world: distributed.World | None, *, sources: list[str], kind: str, cell
             codec = _base_codec(base) or TextCodec.fit(text)
         train_ids, val_ids = split(codec.encode_corpus(text), cfg.val_frac)  # names unseen characters
         del text  # the ids are all training needs: a large corpus is not held twice
-    if world is not None and cfg.batch_size % world.size:
-        raise RnngenError(f"--batch-size {cfg.batch_size} is the total over {world.size} processes and must "
-                          f"divide evenly among them; use a multiple of {world.size}")
     if len(val_ids) < 2:
         raise RnngenError("the validation split is empty: the corpus is too short for --val-frac; add data")
     cfg.sources = [str(n) for n in names] if not resumed else cfg.sources

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from rnngen.sample import StopScanner, generate, pick
+from rnngen.sample import Sampler, StopScanner, generate
 from tests.conftest import tiny_model
 
 V = 10
@@ -33,7 +33,7 @@ def draws(n=4000, **kw):
 
 def test_temperature_zero_is_argmax():
     logits = torch.randn(6, V)
-    assert torch.equal(pick(logits, temperature=0), logits.argmax(-1))
+    assert torch.equal(Sampler(temperature=0)(logits), logits.argmax(-1))
     assert set(draws(temperature=0).tolist()) == {0}
 
 
