@@ -148,9 +148,11 @@ def train(
     hidden: Annotated[Optional[int], typer.Option(help="Hidden units per layer. (default: by budget)", show_default=False)] = None,
     embed: Annotated[Optional[int], typer.Option(help="Token embedding width. (default: 64)", show_default=False)] = None,
     dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers and before the output. (default: by budget)", show_default=False)] = None,
+    weight_drop: Annotated[Optional[float], typer.Option(help="Dropout on the recurrent weight matrices, a new mask each step. (default: by budget)", show_default=False)] = None,
     seq_len: Annotated[Optional[int], typer.Option(help="Tokens per training window (BPTT length). (default: by budget)", show_default=False)] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Parallel streams per step. (default: by budget)", show_default=False)] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. (default: by budget)", show_default=False)] = None,
+    ema: Annotated[Optional[float], typer.Option(help="Evaluate and save a moving average of the weights with this decay per step; 0: off. (default: by budget)", show_default=False)] = None,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay on weight matrices.")] = 0.1,
     grad_clip: Annotated[float, typer.Option(help="Clip the gradient norm to this.")] = 1.0,
     warmup: Annotated[int, typer.Option(help="Warm-up steps before the cosine decay.")] = 100,
@@ -181,8 +183,9 @@ def train(
         _positive(value, name)
     _positive(weight_decay, "--weight-decay", allow_zero=True)
     _positive(warmup, "--warmup", allow_zero=True)
-    if dropout is not None and not 0 <= dropout < 1:
-        raise typer.BadParameter(f"must be in [0, 1), not {dropout}", param_hint="--dropout")
+    for value, name in [(dropout, "--dropout"), (weight_drop, "--weight-drop"), (ema, "--ema")]:
+        if value is not None and not 0 <= value < 1:
+            raise typer.BadParameter(f"must be in [0, 1), not {value}", param_hint=name)
     if not 0 < val_frac < 1:
         raise typer.BadParameter(f"must be between 0 and 1, not {val_frac}", param_hint="--val-frac")
     seconds = None
@@ -201,7 +204,7 @@ def train(
 
     code = train_cmd.run(
         sources=sources or [], kind=kind.value, cell=cell.value, layers=layers, hidden=hidden, embed=embed,
-        dropout=dropout, seq_len=seq_len, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        dropout=dropout, weight_drop=weight_drop, seq_len=seq_len, batch_size=batch_size, lr=lr, ema=ema, weight_decay=weight_decay,
         grad_clip=grad_clip, warmup=warmup, max_steps=max_steps, max_time=seconds, epochs=epochs,
         val_frac=val_frac, transpose=transpose, drums=drums, eval_every=eval_every, out=out, force=force,
         resume=resume, init_from=init_from,

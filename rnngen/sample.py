@@ -89,9 +89,7 @@ def generate(model: RNNModel, prime: Sequence[int], length: int, batch: int = 1,
     tokens = torch.tensor([list(prime)], dtype=torch.long, device=device)  # (1, P)
     logits, state = model(tokens)  # (1, P, V)
     logits = logits[:, -1].float().expand(batch, -1)  # (B, V)
-    # Per-layer (B, H) state, copied from the prime's to every row.
-    hs = [h.expand(batch, -1).float().contiguous() for h in state[0]]
-    cs = [c.expand(batch, -1).float().contiguous() for c in state[1]] if len(state) > 1 else []
+    hb, carry = step.new_state(*(s.expand(-1, batch, -1) for s in state))  # the prime's state in every row
     last = None
     for i in range(length):
         if mask is not None:
@@ -99,7 +97,7 @@ def generate(model: RNNModel, prime: Sequence[int], length: int, batch: int = 1,
         last = sampler(logits)  # (B,)
         yield last
         if i + 1 < length:
-            logits = step.step(last, hs, cs)
+            logits = step.step(last, hb, carry)
 
 
 class StopScanner:

@@ -19,7 +19,7 @@ import math
 import signal
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -135,6 +135,8 @@ class Trainer:
         self.val_ids = val_ids
         self.opt = make_optimizer(model, cfg)
         self.scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
+        self.params = list(model.parameters())
+        self.ema = [p.detach().clone() for p in self.params] if cfg.ema else None
         self.step = self.epoch = self.window = self.tokens = 0
         self.elapsed_before = 0.0
         self.best_val = self.last_val = math.inf
@@ -166,6 +168,8 @@ class Trainer:
             "hidden": [s.detach().cpu().clone() for s in self.state],
             "rng_cpu": torch.get_rng_state(), "rng_cuda": rng_cuda,
         }
+        if self.ema is not None:  # the checkpoint's weights are the average; these are the ones being trained
+            state["raw_weights"] = [p.detach().cpu().clone() for p in self.raw_weights()]
         if self.world is not None:  # the whole (layers, B, hidden) state, and each rank's random state
             state["hidden"] = [torch.cat(distributed.gather(s, self.world), dim=1) for s in self.state]
             state["processes"] = self.world.size
@@ -180,6 +184,7 @@ class Trainer:
             self.elapsed_before = float(r["elapsed"])
             self.best_val, self.last_val = float(r["best_val"]), float(r["last_val"])
             self.opt.load_state_dict(r["optimizer"])
+            self._restore_raw(r.get("raw_weights"))
             if r.get("scaler"):
                 self.scaler.load_state_dict(r["scaler"])
             hidden = tuple(h.to(self.device) for h in r["hidden"])  # (layers, B, hidden): all the streams
@@ -192,6 +197,16 @@ class Trainer:
             raise RnngenError(f"the checkpoint's training state is damaged or incomplete ({e})") from e
         for group in self.opt.param_groups:  # a resumed run may change the peak learning rate
             group["lr"] = self.cfg.lr
+
+    def _restore_raw(self, raw: list | None) -> None:
+        """A run saved with averaging saved the average as its weights and the trained ones apart:
+        the average is taken back, and training goes on from the trained weights."""
+        with torch.no_grad():
+            for p, a in zip(self.params, self.ema or []):
+                a.copy_(p)
+            if raw is not None:
+                for p, w in zip(self.params, raw, strict=True):
+                    p.copy_(w)
 
     def _restore_rng(self, r: dict) -> None:
         """Each rank takes back its own random state when the process count is unchanged. With another
@@ -300,6 +315,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 self.scaler.step(self.opt)
                 self.scaler.update()
+                self._update_average()
                 self.state = tuple(s.detach() for s in state)
 
                 loss_value = loss.item()
@@ -337,6 +353,38 @@ class Trainer:
         return Outcome(self.step, self.best_val, self.last_val, self.elapsed(), self.tokens,
                        self.best_path, self.last_path, self.history)
 
+    # -- weight averaging ---------------------------------------------------------------------
+
+    def _update_average(self) -> None:
+        """An exponential moving average of the weights; early on it forgets faster, so that the
+        random initial weights do not linger in it."""
+        if self.ema is not None:
+            decay = min(self.cfg.ema, (1 + self.step) / (10 + self.step))
+            with torch.no_grad():
+                torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1.0 - decay)
+
+    def raw_weights(self) -> list[torch.Tensor]:
+        """The weights being trained: inside `averaged()`, the ones set aside."""
+        return getattr(self, "_set_aside", None) or self.params
+
+    @contextmanager
+    def averaged(self):
+        """Evaluate and save the averaged weights; the trained ones come back afterwards."""
+        if self.ema is None:
+            yield
+            return
+        with torch.no_grad():
+            self._set_aside = [p.detach().clone() for p in self.params]
+            for p, a in zip(self.params, self.ema):
+                p.copy_(a)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, w in zip(self.params, self._set_aside):
+                    p.copy_(w)
+            self._set_aside = None
+
     def _agree(self, loss: float) -> float:
         """One all-reduce a step: the mean loss, rank 0's clock, and a signal that reached any rank.
         A non-finite loss anywhere makes the mean non-finite, so every rank stops on it together."""
@@ -351,6 +399,10 @@ class Trainer:
         return mean
 
     def _evaluate_and_save(self, event: Event) -> None:
+        with self.averaged():
+            self._evaluate_and_save_now(event)
+
+    def _evaluate_and_save_now(self, event: Event) -> None:
         t0 = time.monotonic()
         val = math.nan
         if self.main:  # distributed: validation runs once, on rank 0, with the unwrapped model
@@ -378,7 +430,8 @@ class Trainer:
             checkpoint.save(checkpoint.make(self.model, self.codec, self.train_info(), resume=resume), self.last_path)
 
     def _stop_on_signal(self) -> None:
-        self._save_last()
+        with self.averaged():
+            self._save_last()
         raise Interrupted(self._signal if self.world is None else self._stop, self.step, self.last_path)
 
     def _fail_non_finite(self) -> None:

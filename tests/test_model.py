@@ -22,6 +22,24 @@ def test_shapes_and_state(cell):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_weight_drop_masks_recurrent_weights_in_training_only(cell):
+    model = tiny_model(cell=cell)
+    tokens = torch.randint(0, 12, (2, 6))
+    plain = model(tokens)[0]
+    model.cfg.weight_drop = 0.5
+    model.eval()
+    assert torch.equal(model(tokens)[0], plain)  # evaluation and sampling see the whole weights
+    model.train()
+    first, second = model(tokens)[0], model(tokens)[0]
+    assert not torch.allclose(first, plain, atol=1e-4) and not torch.allclose(first, second, atol=1e-4)
+    # Within one call the mask is fixed: the first step of every row only reads the input, not W_hh.
+    assert torch.allclose(first[:, 0], plain[:, 0], atol=1e-6)
+    first.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert [n for n, _ in model.rnn.named_parameters()] == [n for n, _ in tiny_model(cell=cell).rnn.named_parameters()]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_gradients_reach_every_parameter(cell):
     model = tiny_model(cell=cell)
     logits, _ = model(torch.randint(0, 12, (2, 4)))
@@ -45,12 +63,16 @@ def test_step_model_matches_the_fused_layer(cell, layers):
         assert torch.allclose(got, want, atol=1e-5)
 
 
-def test_bf16_step_stays_close():
-    model = tiny_model().eval()
-    tokens = torch.randint(0, 12, (4,))
-    state = model.init_state(4)
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_bf16_step_stays_close(cell):
+    model = tiny_model(cell=cell, layers=3).eval()
+    tokens = torch.randint(0, 12, (20, 4))
+    ours, theirs = StepModel(model), StepModel(model, torch.bfloat16)
+    state = ours.new_state(*model.init_state(4))
+    low = theirs.new_state(*model.init_state(4))
+    assert low[0].dtype == torch.bfloat16 and all(c.dtype == torch.float32 for c in low[1])
     with torch.no_grad():
-        fp32, *_ = StepModel(model)(tokens, *state)
-        bf16, *_ = StepModel(model, torch.bfloat16)(tokens, *state)
-    assert bf16.dtype == torch.float32
-    assert (fp32 - bf16).abs().max() < 0.05
+        for t in range(20):  # the bf16 copies of h are remade each step, so errors do not pile up
+            fp32, bf16 = ours.step(tokens[t], *state), theirs.step(tokens[t], *low)
+            assert bf16.dtype == torch.float32
+            assert (fp32 - bf16).abs().max() < 0.05

@@ -45,10 +45,11 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary files
 
 
-def test_resume_continues_exactly(tmp_path):
-    cfg = tiny_config(max_steps=12, eval_every=4)
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_continues_exactly(tmp_path, ema):
+    cfg = tiny_config(max_steps=12, eval_every=4, ema=ema)
     full: list[float] = []
-    make_trainer(tmp_path, cfg, report=lambda e: full.append(e.loss), name="full.pt").run()
+    whole = make_trainer(tmp_path, cfg, report=lambda e: full.append(e.loss), name="full.pt").run()
 
     first: list[float] = []
 
@@ -57,17 +58,35 @@ def test_resume_continues_exactly(tmp_path):
         if event.step == 5:
             trainer._signal = signal.SIGINT
 
-    trainer = make_trainer(tmp_path, tiny_config(max_steps=12, eval_every=4), report=stop_at_5, name="cut.pt")
+    trainer = make_trainer(tmp_path, cfg, report=stop_at_5, name="cut.pt")
     with pytest.raises(Interrupted) as stop:
         trainer.run()
     assert stop.value.step == 5
     resumed_ckpt = checkpoint.load(stop.value.path)
     assert resumed_ckpt["resume"]["step"] == 5
     rest: list[float] = []
-    outcome = make_trainer(tmp_path, tiny_config(max_steps=12, eval_every=4), resume=resumed_ckpt,
+    outcome = make_trainer(tmp_path, cfg, resume=resumed_ckpt,
                            report=lambda e: rest.append(e.loss), name="cut.pt").run()
     assert outcome.steps == 12
     assert first + rest == pytest.approx(full, abs=1e-6)
+    assert outcome.best_val == pytest.approx(whole.best_val, abs=1e-6)
+
+
+def test_weight_average_is_what_gets_evaluated_and_saved(tmp_path):
+    decay = 0.8
+    trained: list[list[torch.Tensor]] = []
+    trainer = make_trainer(tmp_path, tiny_config(max_steps=15, eval_every=5, lr=3e-2, ema=decay),
+                           report=lambda e: trained.append([p.detach().clone() for p in trainer.params]))
+    average = [p.detach().clone() for p in trainer.params]  # it starts from the initial weights
+    outcome = trainer.run()
+    for step, weights in enumerate(trained):
+        d = min(decay, (1 + step) / (10 + step))
+        average = [a * d + w * (1 - d) for a, w in zip(average, weights)]
+    saved = checkpoint.build_model(checkpoint.load(outcome.last_path))
+    for a, s in zip(average, saved.parameters()):
+        assert torch.allclose(a, s, atol=1e-5)
+    assert not torch.allclose(trained[-1][0], average[0], atol=1e-3)  # the average is not the trained weights
+    assert outcome.last_val == pytest.approx(evaluate(saved, trainer.val_ids, CPU), abs=1e-5)
 
 
 def test_streams_cover_the_corpus_and_shift_targets():
