@@ -123,10 +123,10 @@ class StepModel(nn.Module):
         """The export contract: state tensors are (L, B, H), as `RNNModel.init_state` makes them."""
         hb, carry = self.new_state(*state)
         logits = self.step(tokens, hb, carry)
-        B, L, H = hb.size(0), self.layers, self.hidden
-        h = hb.view(B, L, H).permute(1, 0, 2).float()
         if self.cell == "gru":
             h = torch.stack(carry)  # the fp32 state, not its matmul copy
+        else:
+            h = hb.view(hb.size(0), self.layers, self.hidden).permute(1, 0, 2).float()
         return (logits, h, torch.stack(carry)) if self.cell == "lstm" else (logits, h)
 
     def _mm(self, x: torch.Tensor, w: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:

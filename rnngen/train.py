@@ -137,6 +137,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
         self.params = list(model.parameters())
         self.ema = [p.detach().clone() for p in self.params] if cfg.ema else None
+        self._set_aside: list[torch.Tensor] | None = None  # the trained weights, while the average stands in
         self.step = self.epoch = self.window = self.tokens = 0
         self.elapsed_before = 0.0
         self.best_val = self.last_val = math.inf
@@ -361,11 +362,11 @@ class Trainer:
         if self.ema is not None:
             decay = min(self.cfg.ema, (1 + self.step) / (10 + self.step))
             with torch.no_grad():
-                torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1.0 - decay)
+                torch._foreach_lerp_(self.ema, self.params, 1.0 - decay)
 
     def raw_weights(self) -> list[torch.Tensor]:
         """The weights being trained: inside `averaged()`, the ones set aside."""
-        return getattr(self, "_set_aside", None) or self.params
+        return self._set_aside or self.params
 
     @contextmanager
     def averaged(self):
