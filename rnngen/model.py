@@ -65,23 +65,24 @@ class RNNModel(nn.Module):
 class StepModel(nn.Module):
     """One time step of an `RNNModel`: (tokens[B], *state) -> (logits[B, V], *state).
 
-    Written for a cheap step on a CPU, where per-call overhead and weight traffic dominate:
-    - layer 0's input projection is folded into a (V, G*H) table, so the embedding and the first
-      input matmul become one row lookup;
-    - every layer's h lives side by side in one (B, L*H) buffer `hb`, so that layer k's input and
-      its own previous h, [h_{k-1} | h_k], are one window of it: with W_ih and W_hh stacked, layer
-      k >= 1 is one matmul, and each new h is written once, straight into its place (GRU keeps its
-      two matmuls, as r scales only the hidden part);
+    Written for a cheap step on a CPU, where per-call overhead, weight traffic and element-wise
+    passes dominate:
+    - the state is kept transposed, one column per sample: every layer's input and h live stacked
+      in one (E + L*H, B) buffer `hb`, rows [x | h_0 | h_1 | ...], so layer k's input and its own
+      previous h are one slice of rows; with W_ih and W_hh side by side, a layer is one matmul
+      W_k @ [x_k; h_k] (GRU keeps two, as r scales only the hidden part);
+    - gates come out as (G*H, B), so each gate is a contiguous block of rows, which the element-wise
+      kernels run several times faster on than on strided columns;
     - LSTM gate rows are reordered from (i, f, g, o) to (i, f, o, g), so one sigmoid covers three gates.
     `dtype` is the matmul dtype, and the buffer's: bf16 is several times faster on CPUs with
     AMX/AVX512-BF16 at large batches. Products become fp32 as the bias is added; the gate arithmetic,
-    the carried state (LSTM's c, GRU's h) and the logits stay fp32.
+    the carried state (LSTM's c, GRU's h, both (H, B)) and the logits stay fp32.
     """
 
     def __init__(self, model: RNNModel, dtype: torch.dtype = torch.float32):
         super().__init__()
         cfg = model.cfg
-        self.cell, self.layers, self.hidden, self.dtype = cfg.cell, cfg.layers, cfg.hidden, dtype
+        self.cell, self.layers, self.hidden, self.embed_size, self.dtype = cfg.cell, cfg.layers, cfg.hidden, cfg.embed, dtype
         rnn, H = model.rnn, cfg.hidden
         order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
 
@@ -93,69 +94,65 @@ class StepModel(nn.Module):
             self.register_buffer(name, (t.to(dtype) if low else t).contiguous())
 
         with torch.no_grad():
+            keep("embed", model.embed.weight.detach().float().T)  # (E, V): columns are tokens
             for k in range(cfg.layers):
                 w_ih, w_hh, b_ih, b_hh = (param(n, k) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-                # GRU keeps b_hh apart: its candidate gate scales (W_hn h + b_hn) by r; elsewhere it is summed in.
-                b_in = b_ih if cfg.cell == "gru" else b_ih + b_hh
-                if k == 0:
-                    keep("table", model.embed.weight.detach().float() @ w_ih.T + b_in)  # (V, G*H)
-                    keep("w0", w_hh.T, low=True)  # (H, G*H)
-                elif cfg.cell == "gru":
-                    keep(f"w{k}", w_ih.T, low=True)  # (H, G*H)
-                    keep(f"u{k}", w_hh.T, low=True)
+                if cfg.cell == "gru":  # b_hh stays apart: the candidate gate scales (W_hn h + b_hn) by r
+                    keep(f"w{k}", w_ih, low=True)  # (3H, in)
+                    keep(f"u{k}", w_hh, low=True)  # (3H, H)
+                    keep(f"b{k}", b_ih[:, None])
+                    keep(f"bh{k}", b_hh[:, None])
                 else:
-                    keep(f"w{k}", torch.cat([w_ih.T, w_hh.T]), low=True)  # (2H, G*H): [h_{k-1} | h_k] @ it
-                if k > 0:
-                    keep(f"b{k}", b_in)
-                if cfg.cell == "gru":
-                    keep(f"bh{k}", b_hh)
-            keep("w_out", model.head.weight.detach().float().T)  # (H, V)
-            keep("b_out", model.head.bias.detach().float())
+                    keep(f"w{k}", torch.cat([w_ih, w_hh], dim=1), low=True)  # (G*H, in + H)
+                    keep(f"b{k}", (b_ih + b_hh)[:, None])  # (G*H, 1)
+            keep("w_out", model.head.weight.detach().float(), low=True)  # (V, H)
+            keep("b_out", model.head.bias.detach().float()[:, None])
 
     def new_state(self, h: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(hb, carry) for `step` from (L, B, H) states: hb (B, L*H) in the matmul dtype; carry, per layer
-        (B, H) fp32, is LSTM's c, GRU's h, nothing for a plain RNN."""
-        hb = h.permute(1, 0, 2).reshape(h.size(1), -1).to(self.dtype, copy=True)
+        """(hb, carry) for `step` from (L, B, H) states: hb is the (E + L*H, B) buffer in the matmul
+        dtype; carry, per layer (H, B) fp32, is LSTM's c, GRU's h, nothing for a plain RNN."""
+        L, B, H = h.shape
+        hb = h.new_zeros(self.embed_size + L * H, B, dtype=self.dtype)
+        hb[self.embed_size :] = h.permute(0, 2, 1).reshape(L * H, B)
         carry = {"lstm": c, "gru": h, "rnn": None}[self.cell]
-        return hb, [] if carry is None else [x.float().clone() for x in carry.unbind(0)]
+        return hb, [] if carry is None else [x.T.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+                                            for x in carry]
 
     def forward(self, tokens: torch.Tensor, *state: torch.Tensor):
         """The export contract: state tensors are (L, B, H), as `RNNModel.init_state` makes them."""
         hb, carry = self.new_state(*state)
         logits = self.step(tokens, hb, carry)
         if self.cell == "gru":
-            h = torch.stack(carry)  # the fp32 state, not its matmul copy
+            h = torch.stack(carry).transpose(1, 2)  # the fp32 state, not its matmul copy
         else:
-            h = hb.view(hb.size(0), self.layers, self.hidden).permute(1, 0, 2).float()
-        return (logits, h, torch.stack(carry)) if self.cell == "lstm" else (logits, h)
+            h = hb[self.embed_size :].view(self.layers, self.hidden, -1).transpose(1, 2).float()
+        return (logits, h, torch.stack(carry).transpose(1, 2)) if self.cell == "lstm" else (logits, h)
 
-    def _mm(self, x: torch.Tensor, w: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
-        """acc + x @ w in fp32 (x and w in the matmul dtype)."""
+    def _affine(self, w: str, x: torch.Tensor, b: str) -> torch.Tensor:
+        """W @ x + b in fp32 (W and x in the matmul dtype), a fresh tensor that is ours to change."""
         if self.dtype == torch.float32:
-            return torch.addmm(acc, x, w)
-        return torch.add(acc, torch.mm(x, w))
+            return torch.addmm(getattr(self, b), getattr(self, w), x)
+        return torch.mm(getattr(self, w), x).float().add_(getattr(self, b))
 
     def step(self, tokens: torch.Tensor, hb: torch.Tensor, carry: list[torch.Tensor]) -> torch.Tensor:
-        """Advance every row one token: `hb` is updated in place and `carry`'s tensors are replaced."""
-        H, cell = self.hidden, self.cell
-        h = None
+        """Advance every column one token: `hb` and `carry`'s tensors are updated in place."""
+        E, H, cell = self.embed_size, self.hidden, self.cell
+        hb[:E] = self.embed.index_select(1, tokens)  # x_0: the tokens' embeddings
         for k in range(self.layers):
-            window = hb[:, : H] if k == 0 else hb[:, (k - 1) * H : (k + 1) * H]  # [h_{k-1} new | h_k old]
-            acc = self.table.index_select(0, tokens) if k == 0 else getattr(self, f"b{k}")
+            top = E + (k + 1) * H  # layer k reads rows [x_k | h_k] = [start, mid) + [mid, top)
+            start, mid = (0 if k == 0 else top - 2 * H), top - H
             if cell == "lstm":
-                gates = self._mm(window, getattr(self, f"w{k}"), acc)  # (B, 4H) fp32, ours to change in place
-                i, f, o = gates[:, : 3 * H].sigmoid_().chunk(3, dim=1)
-                c = torch.addcmul(f * carry[k], i, gates[:, 3 * H :].tanh_())
+                gates = self._affine(f"w{k}", hb[start:top], f"b{k}")  # (4H, B)
+                i, f, o = gates[: 3 * H].sigmoid_().chunk(3)
+                c = carry[k].mul_(f).addcmul_(i, gates[3 * H :].tanh_())
                 h = o * c.tanh()
-                carry[k] = c
             elif cell == "gru":
-                gi = acc if k == 0 else self._mm(window[:, :H], getattr(self, f"w{k}"), acc)  # (B, 3H)
-                gh = self._mm(window[:, -H:], getattr(self, f"u{k}" if k else "w0"), getattr(self, f"bh{k}"))
-                r, z = (gi[:, : 2 * H] + gh[:, : 2 * H]).sigmoid_().chunk(2, dim=1)
-                n = torch.addcmul(gi[:, 2 * H :], r, gh[:, 2 * H :]).tanh_()
-                h = torch.addcmul(n, z, carry[k] - n)
-                carry[k] = h
+                gi = self._affine(f"w{k}", hb[start:mid], f"b{k}")  # (3H, B)
+                gh = self._affine(f"u{k}", hb[mid:top], f"bh{k}")
+                r, z = gi[: 2 * H].add_(gh[: 2 * H]).sigmoid_().chunk(2)
+                n = gi[2 * H :].addcmul_(r, gh[2 * H :]).tanh_()
+                h = carry[k].sub_(n).mul_(z).add_(n)  # n + z * (h - n)
             else:
-                h = self._mm(window, getattr(self, f"w{k}"), acc).tanh_()
-            hb[:, k * H : (k + 1) * H] = h
-        return torch.addmm(self.b_out, h, self.w_out)  # (B, V) fp32
+                h = self._affine(f"w{k}", hb[start:top], f"b{k}").tanh_()
+            hb[mid:top] = h
+        return self._affine("w_out", hb[-H:], "b_out").T  # (B, V) fp32, a view of (V, B)

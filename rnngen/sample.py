@@ -49,14 +49,14 @@ class Sampler:
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         if self.temperature == 0:
-            return logits.argmax(dim=-1)  # (B,)
+            return logits.max(dim=-1).indices  # (B,); max is several times faster than argmax here
         if self.top_k is not None and self.top_k < logits.size(-1):
             kth = torch.topk(logits, self.top_k, dim=-1).values[:, -1:]  # (B, 1)
             logits = logits.masked_fill(logits < kth, float("-inf"))
         if self.top_p is not None and self.top_p < 1.0:
             logits = _nucleus(logits, self.top_p, self.temperature)
         noise = self._log_exponential(logits)
-        return torch.sub(logits.float(), noise, alpha=self.temperature).argmax(dim=-1)  # (B,)
+        return torch.sub(logits.float(), noise, alpha=self.temperature).max(dim=-1).indices  # (B,)
 
 
 def _nucleus(logits: torch.Tensor, top_p: float, temperature: float) -> torch.Tensor:
