@@ -75,14 +75,15 @@ class StepModel(nn.Module):
       kernels run several times faster on than on strided columns;
     - LSTM gate rows are reordered from (i, f, g, o) to (i, f, o, g), so one sigmoid covers three gates.
     `dtype` is the matmul dtype, and the buffer's: bf16 is several times faster on CPUs with
-    AMX/AVX512-BF16 at large batches. Products become fp32 as the bias is added; the gate arithmetic,
-    the carried state (LSTM's c, GRU's h, both (H, B)) and the logits stay fp32.
+    AMX/AVX512-BF16 at large batches. Products become fp32 as the bias is added, so the gate
+    arithmetic, the carried state (LSTM's c, GRU's h, both (H, B)) and the logits are fp32.
     """
 
     def __init__(self, model: RNNModel, dtype: torch.dtype = torch.float32):
         super().__init__()
         cfg = model.cfg
-        self.cell, self.layers, self.hidden, self.embed_size, self.dtype = cfg.cell, cfg.layers, cfg.hidden, cfg.embed, dtype
+        self.cell, self.layers, self.hidden, self.dtype = cfg.cell, cfg.layers, cfg.hidden, dtype
+        self.embed_size = cfg.embed
         rnn, H = model.rnn, cfg.hidden
         order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
 
