@@ -12,6 +12,8 @@ layer on a length-1 sequence.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,6 +25,26 @@ State = tuple[torch.Tensor, ...]
 _LAYERS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
+def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """Inverted dropout. On a CPU the mask comes from the 16-bit lanes of 64-bit random draws, so p is
+    kept to 1/65536: torch's own dropout draws one number per element (bernoulli_), which for a
+    64 x 128 x 512 activation took 42 ms here against 5 ms, a fifth of a whole training step."""
+    if not training or p == 0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p)  # fused and fast on GPUs
+    n = x.numel()
+    lanes = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None).view(torch.int16)[:n]
+    keep = lanes.view(x.shape) >= round(p * 65536) - 32768  # P(keep) = 1 - round(p * 65536) / 65536
+    return x * keep.to(x.dtype).mul_(1 / (1 - p))
+
+
+@functools.cache
+def _one_layer(cell: str, input_size: int, hidden: int) -> nn.Module:
+    """A weightless one-layer shell (on the meta device) to run one layer of `RNNModel.rnn` through."""
+    return _LAYERS[cell](input_size, hidden, 1, batch_first=True, device="meta")
+
+
 class RNNModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -31,7 +53,6 @@ class RNNModel(nn.Module):
         self.rnn = _LAYERS[cfg.cell](
             cfg.embed, cfg.hidden, cfg.layers, batch_first=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0
         )
-        self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.hidden, cfg.vocab_size)
 
     @property
@@ -46,17 +67,33 @@ class RNNModel(nn.Module):
         x = self.embed(tokens)  # (B, T, E)
         hx = None if state is None else (state if self.cfg.cell == "lstm" else state[0])
         out, hx = self._recur(x, hx)  # (B, T, H)
-        logits = self.head(self.drop(out))  # (B, T, V)
+        logits = self.head(dropout(out, self.cfg.dropout, self.training))  # (B, T, V)
         return logits, (tuple(hx) if self.cfg.cell == "lstm" else (hx,))
 
     def _recur(self, x: torch.Tensor, hx):
-        p = self.cfg.weight_drop
-        if not (self.training and p):
+        """The recurrent layers. Training adds weight drop, and on a CPU runs the layers one at a time
+        so that the dropout between them is `dropout`'s cheap one (on a GPU, the layer's own is fast)."""
+        cfg = self.cfg
+        if not self.training or not (cfg.weight_drop or (cfg.dropout and cfg.layers > 1)):
             return self.rnn(x, hx)
-        # Weight drop (DropConnect on the hidden-to-hidden matrices, as in AWD-LSTM): one mask per
-        # training step, shared by every time step, so the fused layer still runs the whole window.
-        dropped = {name: F.dropout(w, p) for name, w in self.rnn.named_parameters() if name.startswith("weight_hh")}
-        return torch.func.functional_call(self.rnn, dropped, (x, hx))
+        weights = dict(self.rnn.named_parameters())
+        if cfg.weight_drop:
+            # Weight drop (DropConnect on the hidden-to-hidden matrices, as in AWD-LSTM): one mask per
+            # training step, shared by every time step, so the fused layer still runs the whole window.
+            weights = {n: dropout(w, cfg.weight_drop) if n.startswith("weight_hh") else w for n, w in weights.items()}
+        if x.device.type != "cpu":
+            return torch.func.functional_call(self.rnn, weights, (x, hx))
+        finals = []
+        for k in range(cfg.layers):
+            layer = {f"{n}_l0": weights[f"{n}_l{k}"] for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+            start = None if hx is None else tuple(s[k : k + 1] for s in hx) if cfg.cell == "lstm" else hx[k : k + 1]
+            x, final = torch.func.functional_call(_one_layer(cfg.cell, x.size(-1), cfg.hidden), layer, (x, start))
+            finals.append(final)
+            if k + 1 < cfg.layers:
+                x = dropout(x, cfg.dropout)
+        if cfg.cell == "lstm":
+            return x, (torch.cat([h for h, _ in finals]), torch.cat([c for _, c in finals]))
+        return x, torch.cat(finals)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from rnngen.model import StepModel
+from rnngen import model as model_module
+from rnngen.model import StepModel, dropout
 from tests.conftest import tiny_model
 
 
@@ -19,6 +20,41 @@ def test_shapes_and_state(cell):
     a, st = model(tokens[:, :2])
     b, _ = model(tokens[:, 2:], st)
     assert torch.allclose(torch.cat([a, b], 1), logits, atol=1e-6)
+
+
+def test_dropout_keeps_one_minus_p_and_rescales():
+    x = torch.ones(200_000)
+    y = dropout(x, 0.3)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.005
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    assert not torch.equal(dropout(x, 0.3), y)  # a fresh mask each call
+    assert torch.equal(dropout(x, 0.3, training=False), x) and torch.equal(dropout(x, 0.0), x)
+    odd = dropout(torch.ones(3, 5, 7, dtype=torch.bfloat16), 0.5)  # sizes that are not a multiple of 4
+    assert odd.shape == (3, 5, 7) and odd.dtype == torch.bfloat16 and set(odd.unique().tolist()) == {0.0, 2.0}
+    g = torch.ones(1000, requires_grad=True)
+    out = dropout(g, 0.5)
+    out.sum().backward()
+    assert torch.equal(g.grad, out.detach())  # the gradient passes where the mask kept, scaled alike
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_training_runs_layers_one_at_a_time_like_the_fused_layer(cell, monkeypatch):
+    model = tiny_model(cell=cell, layers=3)
+    model.cfg.dropout = 0.5
+    tokens = torch.randint(0, 12, (2, 6))
+    state = tuple(torch.randn_like(s) for s in model.init_state(2))
+    model.train()
+    assert not torch.allclose(model(tokens, state)[0], model(tokens, state)[0])  # dropout is on
+    monkeypatch.setattr(model_module, "dropout", lambda x, p, training=True: x)
+    got, got_state = model(tokens, state)  # layer by layer, with the dropout taken out
+    model.eval()
+    with torch.no_grad():
+        want, want_state = model(tokens, state)  # the fused layer
+    assert torch.allclose(got, want, atol=1e-5)
+    assert all(torch.allclose(g, w, atol=1e-5) for g, w in zip(got_state, want_state))
+    got.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
