@@ -152,7 +152,7 @@ def train(
     seq_len: Annotated[Optional[int], typer.Option(help="Tokens per training window (BPTT length). (default: by budget)", show_default=False)] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Parallel streams per step. (default: by budget)", show_default=False)] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. (default: by budget)", show_default=False)] = None,
-    ema: Annotated[Optional[float], typer.Option(help="Evaluate and save a moving average of the weights with this decay per step; 0: off. (default: by budget)", show_default=False)] = None,
+    ema: Annotated[Optional[float], typer.Option(help="Evaluate and save a moving average of the weights with this decay per step; 0: off. (default: 0.995)", show_default=False)] = None,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay on weight matrices.")] = 0.1,
     grad_clip: Annotated[float, typer.Option(help="Clip the gradient norm to this.")] = 1.0,
     warmup: Annotated[int, typer.Option(help="Warm-up steps before the cosine decay.")] = 100,
