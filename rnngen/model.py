@@ -27,8 +27,8 @@ _LAYERS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """Inverted dropout. On a CPU the mask comes from the 16-bit lanes of 64-bit random draws, so p is
-    kept to 1/65536: torch's own dropout draws one number per element (bernoulli_), which for a
-    64 x 128 x 512 activation took 42 ms here against 5 ms, a fifth of a whole training step."""
+    kept to 1/65536: torch's own dropout draws one random number per element (bernoulli_), which on a
+    2-core CPU made its masks a large part of a bf16 training step (benchmarks/RESULTS.md)."""
     if not training or p == 0:
         return x
     if x.device.type != "cpu":
@@ -74,14 +74,15 @@ class RNNModel(nn.Module):
         """The recurrent layers. Training adds weight drop, and on a CPU runs the layers one at a time
         so that the dropout between them is `dropout`'s cheap one (on a GPU, the layer's own is fast)."""
         cfg = self.cfg
-        if not self.training or not (cfg.weight_drop or (cfg.dropout and cfg.layers > 1)):
+        by_layer = x.device.type == "cpu" and cfg.dropout > 0 and cfg.layers > 1
+        if not self.training or not (cfg.weight_drop or by_layer):
             return self.rnn(x, hx)
         weights = dict(self.rnn.named_parameters())
         if cfg.weight_drop:
             # Weight drop (DropConnect on the hidden-to-hidden matrices, as in AWD-LSTM): one mask per
             # training step, shared by every time step, so the fused layer still runs the whole window.
             weights = {n: dropout(w, cfg.weight_drop) if n.startswith("weight_hh") else w for n, w in weights.items()}
-        if x.device.type != "cpu":
+        if not by_layer:
             return torch.func.functional_call(self.rnn, weights, (x, hx))
         finals = []
         for k in range(cfg.layers):

@@ -39,8 +39,8 @@ def run(**options) -> int:
 
 
 def _run(world: distributed.World | None, *, sources: list[str], kind: str, cell: str, layers, hidden, embed,
-         dropout, weight_drop, seq_len, batch_size, lr, ema, weight_decay: float, grad_clip: float, warmup: int, max_steps, max_time,
-         epochs, val_frac: float, eval_every, out: Path | None, force: bool, resume: str | None,
+         dropout, weight_drop, seq_len, batch_size, lr, ema, weight_decay: float, grad_clip: float, warmup: int,
+         max_steps, max_time, epochs, val_frac: float, eval_every, out: Path | None, force: bool, resume: str | None,
          init_from: str | None, device: str, precision: str, seed, log: Path | None, quiet: bool,
          transpose: int | None = None, drums: bool | None = None) -> int:
     main = world is None or world.main
@@ -74,8 +74,7 @@ def _run(world: distributed.World | None, *, sources: list[str], kind: str, cell
         chosen = {k: (v if v is not None else budget[k]) for k, v in given.items()}
         cfg = TrainConfig(
             seq_len=chosen["seq_len"], batch_size=chosen["batch_size"], lr=chosen["lr"], ema=chosen["ema"],
-            warmup_steps=warmup,
-            weight_decay=weight_decay, grad_clip=grad_clip, eval_every=eval_every, val_frac=val_frac,
+            warmup_steps=warmup, weight_decay=weight_decay, grad_clip=grad_clip, eval_every=eval_every, val_frac=val_frac,
             seed=seed if seed is not None else 1337, transpose=transpose or 0, **limits,
         )
         model_cfg = None
