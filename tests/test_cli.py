@@ -64,7 +64,11 @@ def test_other_cells_train_and_sample(tmp_path, corpus, cell):
     assert result.exit_code == 0, result.stderr
     assert result.stderr == ""
     assert cell in invoke("info", out).stdout
-    assert len(invoke("sample", out, "-n", 50, "--no-echo").stdout) == 51
+    text = invoke("sample", out, "-n", 50, "--no-echo", "-s", 5).stdout
+    record = json.loads(invoke("sample", out, "-n", 50, "--format", "jsonl", "-s", 5).stdout)
+    assert record["tokens"] == 50 and len(record["text"]) == 50
+    # The 50 sampled characters, then a newline unless the last of them was one.
+    assert text == record["text"] + ("" if record["text"].endswith("\n") else "\n")
 
 
 def test_info_and_eval(trained, corpus):
