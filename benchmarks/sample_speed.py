@@ -21,7 +21,7 @@ from ceiling import matmul_ceiling  # benchmarks/ceiling.py
 from rnngen import checkpoint
 from rnngen.config import ModelConfig
 from rnngen.model import RNNModel
-from rnngen.sample import generate
+from rnngen.sample import generate, step_precision
 
 
 def flops_per_char(cfg: ModelConfig) -> float:
@@ -55,10 +55,10 @@ def reference(model: RNNModel, steps: int) -> float:
     return steps / (time.perf_counter() - t0)
 
 
-def rnngen_rate(model: RNNModel, batch: int, steps: int) -> float:
+def rnngen_rate(model: RNNModel, batch: int, steps: int, precision: str) -> float:
     """Characters/s of rnngen's sampler: the prime, then `steps` batched steps with sampling."""
     t0 = time.perf_counter()
-    for _ in generate(model, [0], steps, batch, temperature=0.8, seed=0):
+    for _ in generate(model, [0], steps, batch, temperature=0.8, seed=0, precision=precision):
         pass
     return batch * steps / (time.perf_counter() - t0)
 
@@ -76,23 +76,25 @@ def main() -> None:
     bf16_peak = best_of(lambda: matmul_ceiling(torch.bfloat16, seconds=0.5), args.rounds)
     print(f"matmul ceiling: fp32 {fp32_peak / 1e12:.3f} TFLOP/s, bf16 {bf16_peak / 1e12:.3f} TFLOP/s "
           f"({torch.get_num_threads()} threads); each figure is the best of {args.rounds} runs\n")
-    print("| model | sampler | batch | chars/s | x reference | share of bf16 ceiling |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| model | sampler | precision | batch | chars/s | x reference | share of bf16 ceiling |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    cpu = torch.device("cpu")
     for name, model in models.items():
         flops = flops_per_char(model.cfg)
-        variants = {("reference nn.LSTM loop", 1): lambda: reference(model, 200)}
-        for batch, steps in ((1, 400), (64, 100), (256, 50)):
-            variants[("rnngen", batch)] = lambda b=batch, n=steps: rnngen_rate(model, b, n)
+        variants = {("reference nn.LSTM loop", "fp32", 1): lambda: reference(model, 200)}
+        for batch, steps, precision in ((1, 400, "fp32"), (1, 400, "auto"), (64, 100, "auto"), (256, 50, "auto")):
+            label = step_precision(precision, cpu, model, batch) + (" (auto)" if precision == "auto" else "")
+            variants[("rnngen", label, batch)] = lambda b=batch, n=steps, p=precision: rnngen_rate(model, b, n, p)
         for measure in variants.values():  # warm-up
             measure()
         rates = {key: 0.0 for key in variants}
         for _ in range(args.rounds):  # interleaved, so that a busy moment hits every variant alike
             for key, measure in variants.items():
                 rates[key] = max(rates[key], measure())
-        ref = rates[("reference nn.LSTM loop", 1)]
-        for (sampler, batch), rate in rates.items():
+        ref = rates[("reference nn.LSTM loop", "fp32", 1)]
+        for (sampler, precision, batch), rate in rates.items():
             share = rate * flops / bf16_peak
-            print(f"| {name} | {sampler} | {batch} | {rate:,.0f} | {rate / ref:.1f}x | {100 * share:.1f}% |")
+            print(f"| {name} | {sampler} | {precision} | {batch} | {rate:,.0f} | {rate / ref:.1f}x | {100 * share:.1f}% |")
 
 
 if __name__ == "__main__":

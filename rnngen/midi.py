@@ -494,7 +494,7 @@ class Grammar:
 
 def sample_tokens(model, codec: MidiCodec, prime: Sequence[int], length: int, batch: int = 1,
                   temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                  seed: int = 0, device: torch.device | None = None) -> list[list[int]]:
+                  seed: int = 0, device: torch.device | None = None, precision: str = "auto") -> list[list[int]]:
     """Each row's sampled tokens (the prime not included), up to and including its EOS."""
     from rnngen.sample import generate
 
@@ -504,7 +504,7 @@ def sample_tokens(model, codec: MidiCodec, prime: Sequence[int], length: int, ba
     steps = []
     ended = torch.zeros(batch, dtype=torch.bool, device=device)
     for tokens in generate(model, list(prime), length, batch, temperature, top_k, top_p, seed, device,
-                           mask=grammar):
+                           mask=grammar, precision=precision):
         steps.append(tokens)
         ended |= tokens == codec.eos
         if bool(ended.all()):  # every row finished its piece: no need to run to `length`
@@ -516,7 +516,7 @@ def sample_tokens(model, codec: MidiCodec, prime: Sequence[int], length: int, ba
 def sample_midi(model, codec: MidiCodec, *, length: int, num_samples: int, temperature: float, top_k, top_p,
                 seed: int, prime_file: str | None, out: str | None, device: torch.device, quiet: bool,
                 prime_text: str | None, qpm: float | None = None, program: int | None = None,
-                echo: bool = True, model_name: str = "sample") -> None:
+                echo: bool = True, model_name: str = "sample", precision: str = "auto") -> None:
     """`rnngen sample` for a MIDI model: write one .mid file per sample (or MIDI bytes to stdout)."""
     if prime_text is not None:
         raise RnngenError("this is a MIDI model: a prime must be a .mid file given with -f, not text with -p")
@@ -528,7 +528,8 @@ def sample_midi(model, codec: MidiCodec, *, length: int, num_samples: int, tempe
         except MidiError as e:
             raise RnngenError(f"the primer {prime_file} cannot be used: {e}") from None
         prime = codec.encode(primer.notes)[:-1]  # the piece so far: everything but its EOS
-    rows = sample_tokens(model, codec, prime, length, num_samples, temperature, top_k, top_p, seed, device)
+    rows = sample_tokens(model, codec, prime, length, num_samples, temperature, top_k, top_p, seed, device,
+                         precision)
     tempo = qpm or (primer.qpm if primer is not None and primer.qpm else DEFAULT_QPM)
     pieces = [codec.decode(prime + row) for row in rows]
     if primer is not None and not echo:

@@ -100,6 +100,12 @@ class RNNModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+def int8_fits(cfg: ModelConfig) -> bool:
+    """Whether `StepModel` can run in int8 here: the kernel (a private PyTorch op) wants rows whose
+    length is a multiple of 16."""
+    return hasattr(torch, "_weight_int8pack_mm") and cfg.embed % 16 == 0 and cfg.hidden % 16 == 0
+
+
 class StepModel(nn.Module):
     """One time step of an `RNNModel`: (tokens[B], *state) -> (logits[B, V], *state).
 
@@ -112,15 +118,25 @@ class StepModel(nn.Module):
     - gates come out as (G*H, B), so each gate is a contiguous block of rows, which the element-wise
       kernels run several times faster on than on strided columns;
     - LSTM gate rows are reordered from (i, f, g, o) to (i, f, o, g), so one sigmoid covers three gates.
-    `dtype` is the matmul dtype, and the buffer's: bf16 is several times faster on CPUs with
-    AMX/AVX512-BF16 at large batches. Products become fp32 as the bias is added, so the gate
-    arithmetic, the carried state (LSTM's c, GRU's h, both (H, B)) and the logits are fp32.
+    `precision` is how the matmuls run: "fp32"; "bf16", several times faster than fp32 on CPUs with
+    AMX/AVX512-BF16; or "int8", bf16 products with the layers' weights stored as int8 rows with a
+    scale each, which moves half the bytes of bf16 and is the fastest for one sample on those CPUs
+    (and measured no worse on the shipped model: benchmarks/RESULTS.md). The buffer `hb` is fp32 or
+    bf16. Products become fp32 as the bias is added, so the gate arithmetic, the carried state (LSTM's
+    c, GRU's h, both (H, B)), the output layer and the logits are fp32.
     """
 
-    def __init__(self, model: RNNModel, dtype: torch.dtype = torch.float32):
+    PRECISIONS = ("fp32", "bf16", "int8")
+
+    def __init__(self, model: RNNModel, precision: str = "fp32"):
         super().__init__()
         cfg = model.cfg
-        self.cell, self.layers, self.hidden, self.dtype = cfg.cell, cfg.layers, cfg.hidden, dtype
+        if precision not in self.PRECISIONS:
+            raise ValueError(f"unknown step precision {precision!r}")
+        if precision == "int8" and not int8_fits(cfg):
+            raise ValueError("int8 steps need the embedding and hidden sizes to be multiples of 16")
+        self.cell, self.layers, self.hidden, self.precision = cfg.cell, cfg.layers, cfg.hidden, precision
+        self.dtype = torch.float32 if precision == "fp32" else torch.bfloat16  # of hb and the products
         self.embed_size = cfg.embed
         rnn, H = model.rnn, cfg.hidden
         order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
@@ -129,22 +145,31 @@ class StepModel(nn.Module):
             p = getattr(rnn, f"{name}_l{k}").detach().float()
             return p[order] if cfg.cell == "lstm" else p  # rows are gates
 
-        def keep(name: str, t: torch.Tensor, low: bool = False) -> None:
-            self.register_buffer(name, (t.to(dtype) if low else t).contiguous())
+        def keep(name: str, t: torch.Tensor) -> None:
+            self.register_buffer(name, t.contiguous())
+
+        def keep_weight(name: str, w: torch.Tensor) -> None:
+            if precision != "int8":
+                return keep(name, w.to(self.dtype))
+            scale = (w.abs().amax(dim=1) / 127).clamp_min(1e-30).bfloat16()  # one per row, as the kernel takes it
+            keep(name, torch.round(w / scale.float()[:, None]).clamp_(-127, 127).to(torch.int8))
+            keep(f"{name}_scale", scale)
 
         with torch.no_grad():
-            keep("embed", model.embed.weight.detach().float().T)  # (E, V): columns are tokens
+            keep("embed", model.embed.weight.detach().T.to(self.dtype, copy=True))  # (E, V): columns are tokens
             for k in range(cfg.layers):
                 w_ih, w_hh, b_ih, b_hh = (param(n, k) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
                 if cfg.cell == "gru":  # b_hh stays apart: the candidate gate scales (W_hn h + b_hn) by r
-                    keep(f"w{k}", w_ih, low=True)  # (3H, in)
-                    keep(f"u{k}", w_hh, low=True)  # (3H, H)
+                    keep_weight(f"w{k}", w_ih)  # (3H, in)
+                    keep_weight(f"u{k}", w_hh)  # (3H, H)
                     keep(f"b{k}", b_ih[:, None])
                     keep(f"bh{k}", b_hh[:, None])
                 else:
-                    keep(f"w{k}", torch.cat([w_ih, w_hh], dim=1), low=True)  # (G*H, in + H)
+                    keep_weight(f"w{k}", torch.cat([w_ih, w_hh], dim=1))  # (G*H, in + H)
                     keep(f"b{k}", (b_ih + b_hh)[:, None])  # (G*H, 1)
-            keep("w_out", model.head.weight.detach().float(), low=True)  # (V, H)
+            keep("w_out", model.head.weight.detach().float())  # (V, H)
+            if self.dtype != torch.float32:  # for large batches, where a bf16 product is the faster one
+                keep("w_out_low", model.head.weight.detach().to(self.dtype))
             keep("b_out", model.head.bias.detach().float()[:, None])
 
     def new_state(self, h: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -168,15 +193,22 @@ class StepModel(nn.Module):
         return (logits, h, torch.stack(carry).transpose(1, 2)) if self.cell == "lstm" else (logits, h)
 
     def _affine(self, w: str, x: torch.Tensor, b: str) -> torch.Tensor:
-        """W @ x + b in fp32 (W and x in the matmul dtype), a fresh tensor that is ours to change."""
-        if self.dtype == torch.float32:
-            return torch.addmm(getattr(self, b), getattr(self, w), x)
-        return torch.mm(getattr(self, w), x).float().add_(getattr(self, b))
+        """W @ x + b in fp32 (x in the buffer's dtype), a fresh tensor that is ours to change."""
+        buffers = self._buffers
+        weight, bias = buffers[w], buffers[b]
+        if self.precision == "fp32":
+            return torch.addmm(bias, weight, x)
+        if self.precision == "int8":  # (B, K) @ int8 (N, K).T, scaled per row of the weight
+            y = torch._weight_int8pack_mm(x.T.contiguous(), weight, buffers[f"{w}_scale"])  # (B, N) bf16
+            return y.T.to(torch.float32, memory_format=torch.contiguous_format).add_(bias)
+        if x.size(1) == 1:  # one sample: a bf16 matrix-vector product is faster than a 1-column mm
+            return torch.mv(weight, x.view(-1)).float().add_(bias.view(-1)).view(-1, 1)
+        return torch.mm(weight, x).float().add_(bias)
 
     def step(self, tokens: torch.Tensor, hb: torch.Tensor, carry: list[torch.Tensor]) -> torch.Tensor:
         """Advance every column one token: `hb` and `carry`'s tensors are updated in place."""
         E, H, cell = self.embed_size, self.hidden, self.cell
-        hb[:E] = self.embed.index_select(1, tokens)  # x_0: the tokens' embeddings
+        torch.index_select(self.embed, 1, tokens, out=hb[:E])  # x_0: the tokens' embeddings
         for k in range(self.layers):
             top = E + (k + 1) * H  # layer k reads rows [x_k | h_k] = [start, mid) + [mid, top)
             start, mid = (0 if k == 0 else top - 2 * H), top - H
@@ -184,7 +216,7 @@ class StepModel(nn.Module):
                 gates = self._affine(f"w{k}", hb[start:top], f"b{k}")  # (4H, B)
                 i, f, o = gates[: 3 * H].sigmoid_().chunk(3)
                 c = carry[k].mul_(f).addcmul_(i, gates[3 * H :].tanh_())
-                h = o * c.tanh()
+                h = o.mul_(c.tanh())
             elif cell == "gru":
                 gi = self._affine(f"w{k}", hb[start:mid], f"b{k}")  # (3H, B)
                 gh = self._affine(f"u{k}", hb[mid:top], f"bh{k}")
@@ -194,4 +226,6 @@ class StepModel(nn.Module):
             else:
                 h = self._affine(f"w{k}", hb[start:top], f"b{k}").tanh_()
             hb[mid:top] = h
-        return self._affine("w_out", hb[-H:], "b_out").T  # (B, V) fp32, a view of (V, B)
+        if self.dtype == torch.float32 or h.size(1) < 64:  # the top layer's fp32 h, with no conversion
+            return torch.addmm(self.b_out, self.w_out, h).T  # (B, V) fp32, a view of (V, B)
+        return torch.mm(self.w_out_low, hb[-H:]).float().add_(self.b_out).T

@@ -9,17 +9,32 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from rnngen.device import cpu_has_fast_bf16
-from rnngen.model import RNNModel, StepModel
+from rnngen.errors import RnngenError
+from rnngen.model import RNNModel, StepModel, int8_fits
 
 # mask(tokens[B] just sampled or None before the first) -> bool[B, V] of allowed next tokens.
 Mask = Callable[[torch.Tensor | None], torch.Tensor]
 
 
-def step_dtype(device: torch.device, batch: int) -> torch.dtype:
-    """bf16 matmuls pay off from moderate batches on CPUs with AMX/AVX512-BF16."""
-    if device.type == "cpu" and batch >= 16 and cpu_has_fast_bf16():
-        return torch.bfloat16
-    return torch.float32
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+
+
+def step_precision(name: str, device: torch.device, model: RNNModel, batch: int) -> str:
+    """The sampler's matmul precision for `--precision` (see `StepModel`). `auto` takes the fastest
+    one measured lossless on the shipped model, and only on CPUs that do bf16 in hardware: int8
+    weights for one sample, bf16 for a batch; fp32 elsewhere."""
+    if name == "auto":
+        if device.type != "cpu" or not cpu_has_fast_bf16():
+            return "fp32"
+        return "int8" if batch == 1 and int8_fits(model.cfg) else "bf16"
+    if name not in PRECISIONS:
+        raise RnngenError(f"unknown precision {name!r}; use {', '.join(PRECISIONS)}")
+    if name == "int8" and device.type != "cpu":
+        raise RnngenError("--precision int8 is for sampling on a CPU; use bf16 or fp32 on a GPU")
+    if name == "int8" and not int8_fits(model.cfg):
+        raise RnngenError("--precision int8 needs the embedding and hidden sizes to be multiples of 16 "
+                          f"(this model: {model.cfg.embed} and {model.cfg.hidden}); use bf16 or fp32")
+    return name
 
 
 class Sampler:
@@ -73,7 +88,7 @@ def _nucleus(logits: torch.Tensor, top_p: float, temperature: float) -> torch.Te
 def generate(model: RNNModel, prime: Sequence[int], length: int, batch: int = 1, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, seed: int = 0,
              device: torch.device | None = None, mask: Mask | None = None,
-             stepper: StepModel | None = None) -> Iterator[torch.Tensor]:
+             stepper: StepModel | None = None, precision: str = "auto") -> Iterator[torch.Tensor]:
     """Yield `length` steps of sampled tokens, each a (batch,) tensor on the model's device.
 
     The prime runs once through the fused layer; its state is copied to every row; then all rows
@@ -84,7 +99,7 @@ def generate(model: RNNModel, prime: Sequence[int], length: int, batch: int = 1,
     device = device or next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     sampler = Sampler(temperature, top_k, top_p, generator)
-    step = stepper or StepModel(model, step_dtype(device, batch)).to(device)
+    step = stepper or StepModel(model, step_precision(precision, device, model, batch)).to(device)
 
     tokens = torch.tensor([list(prime)], dtype=torch.long, device=device)  # (1, P)
     logits, state = model(tokens)  # (1, P, V)

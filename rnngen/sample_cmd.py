@@ -14,7 +14,7 @@ from rnngen import checkpoint as checkpoint_io
 from rnngen.data import is_midi, read_text, writable_folder
 from rnngen.device import resolve_device
 from rnngen.errors import RnngenError
-from rnngen.sample import StopScanner, generate
+from rnngen.sample import StopScanner, generate, step_precision
 
 
 TEXT_LENGTH, MIDI_LENGTH = 500, 2000  # -n when not given: characters; events (a chorale is ~700)
@@ -22,17 +22,19 @@ TEXT_LENGTH, MIDI_LENGTH = 500, 2000  # -n when not given: characters; events (a
 
 def run(*, checkpoint: str, length: int | None, num_samples: int, temperature: float, top_k, top_p, seed: int,
         prime: str | None, prime_file: str | None, stops: list[str], fmt: str, separator: str, echo: bool,
-        out: str | None, device: str, quiet: bool, qpm: float | None = None, program: int | None = None) -> None:
+        out: str | None, device: str, quiet: bool, qpm: float | None = None, program: int | None = None,
+        precision: str = "auto") -> None:
     dev = resolve_device(device)
     model, codec, _ = checkpoint_io.load_model(checkpoint)
     model.to(dev)
+    precision = step_precision(precision, dev, model, num_samples)
     if codec.kind == "midi":
         from rnngen.midi import sample_midi
 
         sample_midi(model, codec, length=length or MIDI_LENGTH, num_samples=num_samples, temperature=temperature,
                     top_k=top_k, top_p=top_p, seed=seed, prime_file=prime_file, out=out, device=dev,
                     quiet=quiet, prime_text=prime, qpm=qpm, program=program, echo=echo,
-                    model_name=Path(checkpoint).stem or "sample")
+                    model_name=Path(checkpoint).stem or "sample", precision=precision)
         return
     if qpm is not None or program is not None:
         raise RnngenError(f"--qpm and --program are for MIDI models; {checkpoint} is a text model")
@@ -45,7 +47,7 @@ def run(*, checkpoint: str, length: int | None, num_samples: int, temperature: f
     codec.check(prime, "the prime")
     # With no prime, start as the model saw most text start: after a newline (not printed).
     start = codec.encode(prime) if prime else [codec.index.get("\n", 0)]
-    tokens = generate(model, start, length, num_samples, temperature, top_k, top_p, seed, dev)
+    tokens = generate(model, start, length, num_samples, temperature, top_k, top_p, seed, dev, precision=precision)
     with _output(out) as stream:
         if fmt == "jsonl":
             _write_jsonl(stream, tokens, codec, num_samples, prime, stops, seed, quiet, length)

@@ -110,6 +110,21 @@ def test_jsonl_batch_and_stop(trained):
         assert r["tokens"] >= len(r["text"])
 
 
+def test_every_precision_samples_and_repeats_per_seed(trained):
+    for precision in ("fp32", "bf16", "int8"):
+        runs = [invoke("sample", trained, "-n", 40, "-s", 5, "-p", "NURSE:", "--precision", precision) for _ in "ab"]
+        assert all(r.exit_code == 0 for r in runs), runs[0].stderr
+        assert runs[0].stdout == runs[1].stdout and runs[0].stdout.startswith("NURSE:")
+        text = runs[0].stdout  # prime, 40 characters, and a newline unless the last one was one
+        assert len(text) == 6 + 40 + 1 or (len(text) == 6 + 40 and text.endswith("\n"))
+
+
+def test_int8_on_a_model_it_cannot_run(tmp_path, corpus):
+    out = tmp_path / "odd.pt"
+    assert invoke("train", corpus, *TINY, "--hidden", 24, "--max-steps", 2, "--out", out).exit_code == 0
+    assert_clean_error(invoke("sample", out, "--precision", "int8"), 1, "multiples of 16")
+
+
 def test_prime_from_stdin(trained):
     result = invoke("sample", trained, "-f", "-", "-n", 10, input="NURSE:")
     assert result.exit_code == 0, result.stderr

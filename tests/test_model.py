@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from rnngen import model as model_module
-from rnngen.model import StepModel, dropout
+from rnngen.config import ModelConfig
+from rnngen.model import RNNModel, StepModel, dropout
 from tests.conftest import tiny_model
 
 
@@ -100,15 +101,34 @@ def test_step_model_matches_the_fused_layer(cell, layers):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_bf16_step_stays_close(cell):
-    model = tiny_model(cell=cell, layers=3).eval()
-    tokens = torch.randint(0, 12, (20, 4))
-    ours, theirs = StepModel(model), StepModel(model, torch.bfloat16)
-    state = ours.new_state(*model.init_state(4))
-    low = theirs.new_state(*model.init_state(4))
+@pytest.mark.parametrize("precision, batch", [("bf16", 4), ("bf16", 1), ("int8", 1), ("int8", 3)])
+def test_low_precision_steps_stay_close(cell, precision, batch):
+    torch.manual_seed(0)
+    model = RNNModel(ModelConfig(vocab_size=12, cell=cell, layers=3, hidden=32, embed=16)).eval()
+    tokens = torch.randint(0, 12, (20, batch))
+    ours, theirs = StepModel(model), StepModel(model, precision)
+    state = ours.new_state(*model.init_state(batch))
+    low = theirs.new_state(*model.init_state(batch))
     assert low[0].dtype == torch.bfloat16 and all(c.dtype == torch.float32 for c in low[1])
     with torch.no_grad():
         for t in range(20):  # the bf16 copies of h are remade each step, so errors do not pile up
-            fp32, bf16 = ours.step(tokens[t], *state), theirs.step(tokens[t], *low)
-            assert bf16.dtype == torch.float32
-            assert (fp32 - bf16).abs().max() < 0.05
+            exact, approx = ours.step(tokens[t], *state), theirs.step(tokens[t], *low)
+            assert approx.dtype == torch.float32 and approx.shape == (batch, 12)
+            assert (exact - approx).abs().max() < 0.02 * exact.abs().max()
+
+
+def test_int8_weights_are_rows_of_int8_with_a_scale_each():
+    torch.manual_seed(0)
+    model = RNNModel(ModelConfig(vocab_size=12, layers=2, hidden=32, embed=16))
+    step, exact = StepModel(model, "int8"), StepModel(model)
+    for k in range(2):
+        q, scale = step.w0 if k == 0 else step.w1, step.w0_scale if k == 0 else step.w1_scale
+        w = exact.w0 if k == 0 else exact.w1
+        assert q.dtype == torch.int8 and q.shape == w.shape and scale.shape == (w.shape[0],)
+        assert q.abs().amax(dim=1).min() >= 126  # each row uses the whole range
+        assert ((q.float() * scale.float()[:, None] - w).abs() <= scale.float()[:, None]).all()
+
+
+def test_int8_needs_sizes_the_kernel_takes():
+    with pytest.raises(ValueError, match="multiples of 16"):
+        StepModel(tiny_model(), "int8")  # embed 8

@@ -2,7 +2,11 @@ import pytest
 import torch
 from torch import nn
 
-from rnngen.sample import Sampler, StopScanner, generate
+from rnngen import sample as sample_module
+from rnngen.config import ModelConfig
+from rnngen.errors import RnngenError
+from rnngen.model import RNNModel
+from rnngen.sample import Sampler, StopScanner, generate, step_precision
 from tests.conftest import tiny_model
 
 V = 10
@@ -72,6 +76,39 @@ def test_batched_and_single_sampling_agree_at_temperature_zero():
     one = torch.stack(list(generate(model, [3, 1], 30, batch=1, temperature=0)))[:, 0]
     many = torch.stack(list(generate(model, [3, 1], 30, batch=4, temperature=0)))
     assert all(torch.equal(one, many[:, i]) for i in range(4))
+
+
+def test_precision_auto_picks_by_hardware_batch_and_model(monkeypatch):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    fits = RNNModel(ModelConfig(vocab_size=12, hidden=32, embed=16))  # int8 wants multiples of 16
+    odd = tiny_model()  # embed 8
+    monkeypatch.setattr(sample_module, "cpu_has_fast_bf16", lambda: True)
+    assert step_precision("auto", cpu, fits, 1) == "int8"
+    assert step_precision("auto", cpu, fits, 2) == "bf16"
+    assert step_precision("auto", cpu, odd, 1) == "bf16"
+    assert step_precision("auto", gpu, fits, 1) == "fp32"
+    assert step_precision("fp32", cpu, fits, 1) == "fp32"
+    monkeypatch.setattr(sample_module, "cpu_has_fast_bf16", lambda: False)
+    assert step_precision("auto", cpu, fits, 1) == "fp32"
+    assert step_precision("int8", cpu, fits, 64) == "int8"  # asked for: slower at a batch, but allowed
+
+
+@pytest.mark.parametrize("name, device, message", [
+    ("int8", "cuda", "for sampling on a CPU"),
+    ("int8", "cpu", "multiples of 16"),
+    ("fp8", "cpu", "unknown precision"),
+])
+def test_precision_that_cannot_run_is_a_clear_error(name, device, message):
+    with pytest.raises(RnngenError, match=message):
+        step_precision(name, torch.device(device), tiny_model(), 1)
+
+
+def test_each_precision_samples_deterministically():
+    torch.manual_seed(0)
+    model = RNNModel(ModelConfig(vocab_size=12, hidden=32, embed=16)).eval()
+    for precision in ("fp32", "bf16", "int8"):
+        run = lambda: torch.cat(list(generate(model, [1, 2], 50, seed=4, precision=precision)))
+        assert torch.equal(run(), run())
 
 
 def test_mask_forbids_tokens():
