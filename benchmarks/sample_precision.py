@@ -45,7 +45,7 @@ def main() -> None:
     model, codec, _ = checkpoint.load_model("shakespeare")
     _, val = split(codec.encode_corpus(read_text(args.corpus), args.corpus), 0.1)
     zero = model.init_state(1)
-    print(f"shipped model, {len(val):,} validation characters as {args.streams} streams\n")
+    print(f"shipped model, {len(val):,} validation characters as {args.streams} stream(s)\n")
     print("| sampler precision | validation nats/char | difference from fp32 | seconds |")
     print("| --- | --- | --- | --- |")
     exact = None
