@@ -1,7 +1,8 @@
-"""What the sampler's precisions cost in quality: the shipped model's validation loss on tiny
-shakespeare's last 10%, computed by the sampler's own step (`StepModel`) at each precision.
+"""What the sampler's precisions cost in quality: a model's validation loss computed by the
+sampler's own step (`StepModel`) at each precision.
 
-    python benchmarks/sample_precision.py
+    python benchmarks/sample_precision.py          # shipped shakespeare, tiny shakespeare's last 10%
+    python benchmarks/sample_precision.py bach     # shipped bach, the chorales it held out
 
 The validation text is read as parallel streams from a zero state, as `rnngen eval` reads it, one token
 per step, so each figure is the loss of exactly the logits that sampling draws from. `--streams 1`
@@ -19,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from rnngen import checkpoint
-from rnngen.data import read_text, split
+from rnngen.data import expand_sources, read_text, split
+from rnngen.midi import load_midi_corpus
 from rnngen.model import StepModel
 
 
@@ -36,17 +38,30 @@ def step_loss(step: StepModel, state: tuple, ids: torch.Tensor, streams: int) ->
     return total / y.numel()
 
 
+def validation_ids(ckpt: dict, codec, corpus: str | None) -> torch.Tensor:
+    """The held-out tokens the checkpoint was validated on: the last part of a text corpus, or for
+    MIDI the same seeded choice of whole pieces as training made."""
+    cfg = ckpt["train"]["config"]
+    if codec.kind == "midi":
+        sources = [corpus] if corpus else cfg["sources"]
+        return load_midi_corpus(expand_sources(sources), cfg["val_frac"], cfg["seed"], codec)[2]
+    corpus = corpus or "corpora/tinyshakespeare.txt"
+    return split(codec.encode_corpus(read_text(corpus), corpus), cfg["val_frac"])[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", default="corpora/tinyshakespeare.txt")
+    parser.add_argument("checkpoint", nargs="?", default="shakespeare")
+    parser.add_argument("--corpus", help="text: the corpus whose last part is validation; MIDI: the files")
     parser.add_argument("--streams", type=int, default=54, help="parallel streams (rnngen eval uses up to 64)")
     args = parser.parse_args()
 
-    model, codec, _ = checkpoint.load_model("shakespeare")
-    _, val = split(codec.encode_corpus(read_text(args.corpus), args.corpus), 0.1)
+    model, codec, ckpt = checkpoint.load_model(args.checkpoint)
+    val = validation_ids(ckpt, codec, args.corpus)
     zero = model.init_state(1)
-    print(f"shipped model, {len(val):,} validation characters as {args.streams} stream(s)\n")
-    print("| sampler precision | validation nats/char | difference from fp32 | seconds |")
+    unit = "char" if codec.kind == "text" else "event"
+    print(f"{args.checkpoint}: {len(val):,} validation tokens as {args.streams} stream(s)\n")
+    print(f"| sampler precision | validation nats/{unit} | difference from fp32 | seconds |")
     print("| --- | --- | --- | --- |")
     exact = None
     for precision in StepModel.PRECISIONS:
