@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import rnngen  # noqa: F401  (quiets torch's NumPy warning)
 import torch
@@ -23,6 +24,8 @@ from rnngen import checkpoint
 from rnngen.data import expand_sources, read_text, split
 from rnngen.midi import load_midi_corpus
 from rnngen.model import StepModel
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @torch.inference_mode()
@@ -42,10 +45,10 @@ def validation_ids(ckpt: dict, codec, corpus: str | None) -> torch.Tensor:
     """The held-out tokens the checkpoint was validated on: the last part of a text corpus, or for
     MIDI the same seeded choice of whole pieces as training made."""
     cfg = ckpt["train"]["config"]
-    if codec.kind == "midi":
-        sources = [corpus] if corpus else cfg["sources"]
+    if codec.kind == "midi":  # the shipped model's sources are named from the repository root
+        sources = [corpus] if corpus else [str(ROOT / s) for s in cfg["sources"]]
         return load_midi_corpus(expand_sources(sources), cfg["val_frac"], cfg["seed"], codec)[2]
-    corpus = corpus or "corpora/tinyshakespeare.txt"
+    corpus = corpus or str(ROOT / "corpora" / "tinyshakespeare.txt")
     return split(codec.encode_corpus(read_text(corpus), corpus), cfg["val_frac"])[1]
 
 

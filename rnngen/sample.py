@@ -16,7 +16,7 @@ from rnngen.model import RNNModel, StepModel, int8_fits
 Mask = Callable[[torch.Tensor | None], torch.Tensor]
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
+PRECISIONS = ("auto", *StepModel.PRECISIONS)
 
 
 def step_precision(name: str, device: torch.device, model: RNNModel, batch: int) -> str:
