@@ -5,8 +5,9 @@ sampler's own step (`StepModel`) at each precision.
     python benchmarks/sample_precision.py bach     # shipped bach, the chorales it held out
 
 The validation text is read as parallel streams from a zero state, as `rnngen eval` reads it, one token
-per step, so each figure is the loss of exactly the logits that sampling draws from. `--streams 1`
-reads it as one sample, the case int8 is chosen for.
+per step, so each figure is the loss of exactly the logits that sampling draws from, with the step sampling
+would use for that many rows: `--streams 1` reads it as one sample (int8 weights, bf16 activations),
+more streams as a batch (int8 weights and activations).
 Prints a markdown table.
 """
 
@@ -24,12 +25,13 @@ from rnngen import checkpoint
 from rnngen.data import expand_sources, read_text, split
 from rnngen.midi import load_midi_corpus
 from rnngen.model import StepModel
+from rnngen.sample import make_step
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @torch.inference_mode()
-def step_loss(step: StepModel, state: tuple, ids: torch.Tensor, streams: int) -> float:
+def step_loss(step, state: tuple, ids: torch.Tensor, streams: int) -> float:
     """Mean cross-entropy (nats per token) of `step`'s logits over `ids` read as `streams` streams."""
     span = (len(ids) - 1) // streams
     x, y = ids[: streams * span].view(streams, span), ids[1 : streams * span + 1].view(streams, span)
@@ -69,7 +71,8 @@ def main() -> None:
     exact = None
     for precision in StepModel.PRECISIONS:
         t0 = time.perf_counter()
-        loss = step_loss(StepModel(model.eval(), precision), zero, val, args.streams)
+        step = make_step(model.eval(), precision, args.streams, torch.device("cpu"))  # as sampling would
+        loss = step_loss(step, zero, val, args.streams)
         exact = loss if exact is None else exact
         print(f"| {precision} | {loss:.5f} | {loss - exact:+.5f} | {time.perf_counter() - t0:.0f} |")
 

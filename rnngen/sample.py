@@ -10,6 +10,7 @@ import torch
 
 from rnngen.device import cpu_has_fast_bf16
 from rnngen.errors import RnngenError
+from rnngen import step_int8
 from rnngen.model import RNNModel, StepModel, int8_fits
 
 # mask(tokens[B] just sampled or None before the first) -> bool[B, V] of allowed next tokens.
@@ -20,13 +21,14 @@ PRECISIONS = ("auto", *StepModel.PRECISIONS)
 
 
 def step_precision(name: str, device: torch.device, model: RNNModel, batch: int) -> str:
-    """The sampler's matmul precision for `--precision` (see `StepModel`). `auto` takes the fastest
+    """The sampler's matmul precision for `--precision` (see `make_step`). `auto` takes the fastest
     one measured lossless on the shipped model, and only on CPUs that do bf16 in hardware: int8
-    weights for one sample, bf16 for a batch; fp32 elsewhere."""
+    where the model's sizes allow it (and for a batch, where PyTorch has oneDNN's int8 matmul),
+    else bf16; fp32 elsewhere."""
     if name == "auto":
         if device.type != "cpu" or not cpu_has_fast_bf16():
             return "fp32"
-        return "int8" if batch == 1 and int8_fits(model.cfg) else "bf16"
+        return "int8" if int8_fits(model.cfg) and (batch == 1 or step_int8.available()) else "bf16"
     if name not in PRECISIONS:
         raise RnngenError(f"unknown precision {name!r}; use {', '.join(PRECISIONS)}")
     if name == "int8" and device.type != "cpu":
@@ -35,6 +37,14 @@ def step_precision(name: str, device: torch.device, model: RNNModel, batch: int)
         raise RnngenError("--precision int8 needs the embedding and hidden sizes to be multiples of 16 "
                           f"(this model: {model.cfg.embed} and {model.cfg.hidden}); use bf16 or fp32")
     return name
+
+
+def make_step(model: RNNModel, precision: str, batch: int, device: torch.device) -> StepModel | step_int8.Int8Step:
+    """The step for a resolved precision: int8 is `StepModel`'s int8 weights with bf16 activations
+    for one sample, and `Int8Step` (int8 activations too) for a batch, the faster of the two there."""
+    if precision == "int8" and batch > 1 and step_int8.available():
+        return step_int8.Int8Step(model)
+    return StepModel(model, precision).to(device)
 
 
 class Sampler:
@@ -88,7 +98,7 @@ def _nucleus(logits: torch.Tensor, top_p: float, temperature: float) -> torch.Te
 def generate(model: RNNModel, prime: Sequence[int], length: int, batch: int = 1, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, seed: int = 0,
              device: torch.device | None = None, mask: Mask | None = None,
-             stepper: StepModel | None = None, precision: str = "auto") -> Iterator[torch.Tensor]:
+             stepper: StepModel | step_int8.Int8Step | None = None, precision: str = "auto") -> Iterator[torch.Tensor]:
     """Yield `length` steps of sampled tokens, each a (batch,) tensor on the model's device.
 
     The prime runs once through the fused layer; its state is copied to every row; then all rows
@@ -99,7 +109,7 @@ def generate(model: RNNModel, prime: Sequence[int], length: int, batch: int = 1,
     device = device or next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     sampler = Sampler(temperature, top_k, top_p, generator)
-    step = stepper or StepModel(model, step_precision(precision, device, model, batch)).to(device)
+    step = stepper or make_step(model, step_precision(precision, device, model, batch), batch, device)
 
     tokens = torch.tensor([list(prime)], dtype=torch.long, device=device)  # (1, P)
     logits, state = model(tokens)  # (1, P, V)

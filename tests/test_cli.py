@@ -117,6 +117,11 @@ def test_every_precision_samples_and_repeats_per_seed(trained):
         assert runs[0].stdout == runs[1].stdout and runs[0].stdout.startswith("NURSE:")
         text = runs[0].stdout  # prime, 40 characters, and a newline unless the last one was one
         assert len(text) == 6 + 40 + 1 or (len(text) == 6 + 40 and text.endswith("\n"))
+        batches = [invoke("sample", trained, "-n", 40, "-b", 3, "-s", 5, "--format", "jsonl", "--precision", precision)
+                   for _ in "ab"]
+        assert all(r.exit_code == 0 for r in batches), batches[0].stderr
+        rows = [json.loads(line) for line in batches[0].stdout.splitlines()]
+        assert batches[0].stdout == batches[1].stdout and [r["tokens"] for r in rows] == [40] * 3
 
 
 def test_int8_on_a_model_it_cannot_run(tmp_path, corpus):

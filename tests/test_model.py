@@ -4,6 +4,7 @@ import torch
 from rnngen import model as model_module
 from rnngen.config import ModelConfig
 from rnngen.model import RNNModel, StepModel, dropout
+from rnngen.step_int8 import Int8Step
 from tests.conftest import tiny_model
 
 
@@ -115,6 +116,32 @@ def test_low_precision_steps_stay_close(cell, precision, batch):
             exact, approx = ours.step(tokens[t], *state), theirs.step(tokens[t], *low)
             assert approx.dtype == torch.float32 and approx.shape == (batch, 12)
             assert (exact - approx).abs().max() < 0.02 * exact.abs().max()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_int8_batch_step_stays_close(cell):
+    """Int8 activations too: h at 1/127 steps and int8 weights, so a looser bound than bf16's."""
+    torch.manual_seed(0)
+    model = RNNModel(ModelConfig(vocab_size=12, cell=cell, layers=3, hidden=32, embed=16)).eval()
+    tokens = torch.randint(0, 12, (20, 5))
+    ours, theirs = StepModel(model), Int8Step(model)
+    state = ours.new_state(*model.init_state(5))
+    low = theirs.new_state(*model.init_state(5))
+    assert [b.dtype for b in low[0]] == [torch.uint8] * 3 and all(c.dtype == torch.float32 for c in low[1])
+    with torch.no_grad():
+        for t in range(20):
+            exact, approx = ours.step(tokens[t], *state), theirs.step(tokens[t], *low)
+            assert approx.dtype == torch.float32 and approx.shape == (5, 12)
+            assert (exact - approx).abs().max() < 0.05 * exact.abs().max()
+
+
+def test_int8_batch_step_reads_the_embedding_at_full_range():
+    torch.manual_seed(0)
+    model = RNNModel(ModelConfig(vocab_size=12, hidden=32, embed=16))
+    with torch.no_grad():
+        model.embed.weight[:, 3] *= 100  # one dimension far larger than the rest
+    codes = Int8Step(model).embed.int() - 128
+    assert codes.abs().amax(dim=0).min() == 127  # each dimension scaled to its own largest value
 
 
 def test_int8_weights_are_rows_of_int8_with_a_scale_each():

@@ -3,10 +3,11 @@ import torch
 from torch import nn
 
 from rnngen import sample as sample_module
+from rnngen import step_int8
 from rnngen.config import ModelConfig
 from rnngen.errors import RnngenError
-from rnngen.model import RNNModel
-from rnngen.sample import Sampler, StopScanner, generate, step_precision
+from rnngen.model import RNNModel, StepModel
+from rnngen.sample import Sampler, StopScanner, generate, make_step, step_precision
 from tests.conftest import tiny_model
 
 V = 10
@@ -84,8 +85,12 @@ def test_precision_auto_picks_by_hardware_batch_and_model(monkeypatch):
     odd = tiny_model()  # embed 8
     monkeypatch.setattr(sample_module, "cpu_has_fast_bf16", lambda: True)
     assert step_precision("auto", cpu, fits, 1) == "int8"
-    assert step_precision("auto", cpu, fits, 2) == "bf16"
     assert step_precision("auto", cpu, odd, 1) == "bf16"
+    monkeypatch.setattr(step_int8, "available", lambda: True)
+    assert step_precision("auto", cpu, fits, 2) == "int8"
+    monkeypatch.setattr(step_int8, "available", lambda: False)  # no int8 matmul for a batch in this PyTorch
+    assert step_precision("auto", cpu, fits, 2) == "bf16"
+    assert step_precision("auto", cpu, fits, 1) == "int8"
     assert step_precision("auto", gpu, fits, 1) == "fp32"
     assert step_precision("fp32", cpu, fits, 1) == "fp32"
     monkeypatch.setattr(sample_module, "cpu_has_fast_bf16", lambda: False)
@@ -103,12 +108,23 @@ def test_precision_that_cannot_run_is_a_clear_error(name, device, message):
         step_precision(name, torch.device(device), tiny_model(), 1)
 
 
-def test_each_precision_samples_deterministically():
+@pytest.mark.parametrize("batch", [1, 3])
+def test_each_precision_samples_deterministically(batch):
     torch.manual_seed(0)
     model = RNNModel(ModelConfig(vocab_size=12, hidden=32, embed=16)).eval()
     for precision in ("fp32", "bf16", "int8"):
-        run = lambda: torch.cat(list(generate(model, [1, 2], 50, seed=4, precision=precision)))
+        run = lambda: torch.cat(list(generate(model, [1, 2], 50, batch, seed=4, precision=precision)))
         assert torch.equal(run(), run())
+
+
+def test_int8_for_a_batch_takes_int8_activations_where_pytorch_can(monkeypatch):
+    model, cpu = RNNModel(ModelConfig(vocab_size=12, hidden=32, embed=16)).eval(), torch.device("cpu")
+    assert isinstance(make_step(model, "int8", 1, cpu), StepModel)  # one sample: int8 weights only
+    assert isinstance(make_step(model, "int8", 4, cpu), step_int8.Int8Step)
+    assert isinstance(make_step(model, "bf16", 4, cpu), StepModel)
+    monkeypatch.setattr(step_int8, "available", lambda: False)
+    step = make_step(model, "int8", 4, cpu)
+    assert isinstance(step, StepModel) and step.precision == "int8"
 
 
 def test_mask_forbids_tokens():
