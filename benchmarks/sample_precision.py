@@ -1,5 +1,5 @@
 """What the sampler's precisions cost in quality: a model's validation loss computed by the
-sampler's own step (`StepModel`) at each precision.
+sampler's own step at each precision.
 
     python benchmarks/sample_precision.py          # shipped shakespeare, tiny shakespeare's last 10%
     python benchmarks/sample_precision.py bach     # shipped bach, the chorales it held out

@@ -100,6 +100,23 @@ class RNNModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+def lstm_gate_order(hidden: int) -> torch.Tensor:
+    """Row order that takes an LSTM's gates from torch's (i, f, g, o) to (i, f, o, g), so that one
+    sigmoid covers three gates."""
+    H = hidden
+    return torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
+
+
+def quantize_rows(*parts: torch.Tensor, scale_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 weight, scale per row) of the fp32 matrices `parts` side by side, (N, sum K): each row
+    scaled to use the range -127..127, rounded against the scale as stored in `scale_dtype`.
+    Written to make few large temporaries: on a fresh process each costs its page faults."""
+    scale = torch.stack([p.norm(float("inf"), dim=1) for p in parts]).amax(dim=0).div_(127).clamp_min_(1e-30)
+    scale = scale.to(scale_dtype)
+    q = torch.cat([p.div(scale.float()[:, None]).round_().clamp_(-127, 127).to(torch.int8) for p in parts], dim=1)
+    return q, scale
+
+
 def int8_fits(cfg: ModelConfig) -> bool:
     """Whether `StepModel` can run in int8 here: the kernel (a private PyTorch op) wants rows whose
     length is a multiple of 16."""
@@ -139,7 +156,7 @@ class StepModel(nn.Module):
         self.dtype = torch.float32 if precision == "fp32" else torch.bfloat16  # of hb and the products
         self.embed_size = cfg.embed
         rnn, H = model.rnn, cfg.hidden
-        order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
+        order = lstm_gate_order(H)
 
         def param(name: str, k: int) -> torch.Tensor:
             p = getattr(rnn, f"{name}_l{k}").detach().float()
@@ -151,8 +168,8 @@ class StepModel(nn.Module):
         def keep_weight(name: str, w: torch.Tensor) -> None:
             if precision != "int8":
                 return keep(name, w.to(self.dtype))
-            scale = (w.abs().amax(dim=1) / 127).clamp_min(1e-30).bfloat16()  # one per row, as the kernel takes it
-            keep(name, torch.round(w / scale.float()[:, None]).clamp_(-127, 127).to(torch.int8))
+            q, scale = quantize_rows(w, scale_dtype=torch.bfloat16)  # bf16 scales, as the kernel takes them
+            keep(name, q)
             keep(f"{name}_scale", scale)
 
         with torch.no_grad():
