@@ -64,8 +64,10 @@ class Sampler:
         self.used = chunk
 
     def _log_exponential(self, like: torch.Tensor) -> torch.Tensor:
-        if self.noise is None or self.used == self.chunk or self.noise.shape[1:] != like.shape:
+        if self.noise is None or self.noise.shape[1:] != like.shape:
             self.noise = torch.empty((self.chunk, *like.shape), device=like.device)  # (chunk, B, V)
+            self.used = self.chunk
+        if self.used == self.chunk:  # refilled in place: a fresh buffer of this size costs page faults
             # uniform_ is several times faster than exponential_ on a CPU; U stays inside (0, 1).
             self.noise.uniform_(generator=self.generator).clamp_(1e-30, 1 - 2**-24).log_().neg_().log_()
             self.used = 0
