@@ -156,11 +156,12 @@ def train(
     embed: Annotated[Optional[int], typer.Option(help="Token embedding width. (default: 64)", show_default=False)] = None,
     dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers and before the output. (default: by budget)", show_default=False)] = None,
     weight_drop: Annotated[Optional[float], typer.Option(help="Dropout on the recurrent weight matrices, a new mask each step. (default: by budget)", show_default=False)] = None,
+    embed_dropout: Annotated[Optional[float], typer.Option(help="Drop whole input tokens (their embeddings) at this rate in training. (default: by budget)", show_default=False)] = None,
     seq_len: Annotated[Optional[int], typer.Option(help="Tokens per training window (BPTT length). (default: by budget)", show_default=False)] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Parallel streams per step. (default: by budget)", show_default=False)] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. (default: by budget)", show_default=False)] = None,
     ema: Annotated[Optional[float], typer.Option(help="Evaluate and save a moving average of the weights with this decay per step; 0: off. (default: 0.995)", show_default=False)] = None,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay on weight matrices.")] = 0.1,
+    weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay on weight matrices. (default: by budget)", show_default=False)] = None,
     grad_clip: Annotated[float, typer.Option(help="Clip the gradient norm to this.")] = 1.0,
     warmup: Annotated[int, typer.Option(help="Warm-up steps before the cosine decay.")] = 100,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps.", show_default=False)] = None,
@@ -190,7 +191,8 @@ def train(
         _positive(value, name)
     _positive(weight_decay, "--weight-decay", allow_zero=True)
     _positive(warmup, "--warmup", allow_zero=True)
-    for value, name in [(dropout, "--dropout"), (weight_drop, "--weight-drop"), (ema, "--ema")]:
+    for value, name in [(dropout, "--dropout"), (weight_drop, "--weight-drop"), (embed_dropout, "--embed-dropout"),
+                        (ema, "--ema")]:
         if value is not None and not 0 <= value < 1:
             raise typer.BadParameter(f"must be in [0, 1), not {value}", param_hint=name)
     if not 0 < val_frac < 1:
@@ -211,7 +213,7 @@ def train(
 
     code = train_cmd.run(
         sources=sources or [], kind=kind.value, cell=cell.value, layers=layers, hidden=hidden, embed=embed,
-        dropout=dropout, weight_drop=weight_drop, seq_len=seq_len, batch_size=batch_size, lr=lr, ema=ema, weight_decay=weight_decay,
+        dropout=dropout, weight_drop=weight_drop, embed_dropout=embed_dropout, seq_len=seq_len, batch_size=batch_size, lr=lr, ema=ema, weight_decay=weight_decay,
         grad_clip=grad_clip, warmup=warmup, max_steps=max_steps, max_time=seconds, epochs=epochs,
         val_frac=val_frac, transpose=transpose, drums=drums, eval_every=eval_every, out=out, force=force,
         resume=resume, init_from=init_from,
@@ -332,8 +334,9 @@ def info(
     lines = [
         f"checkpoint  {path}",
         f"kind        {codec.describe()}",
-        f"model       {cfg.cell} {cfg.layers} x {cfg.hidden}, embed {cfg.embed}, dropout {cfg.dropout}, "
-        f"{model.num_params():,} parameters",
+        f"model       {cfg.cell} {cfg.layers} x {cfg.hidden}, embed {cfg.embed}, dropout {cfg.dropout}"
+        f"{f', weight drop {cfg.weight_drop}' if cfg.weight_drop else ''}"
+        f"{f', embedding dropout {cfg.embed_dropout}' if cfg.embed_dropout else ''}, {model.num_params():,} parameters",
     ]
     if tr:
         c = tr.get("config", {})

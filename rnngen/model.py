@@ -65,6 +65,8 @@ class RNNModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         x = self.embed(tokens)  # (B, T, E)
+        if self.training and self.cfg.embed_dropout:  # drop whole tokens: one mask value per position
+            x = x * dropout(x.new_ones(*x.shape[:-1], 1), self.cfg.embed_dropout)
         hx = None if state is None else (state if self.cfg.cell == "lstm" else state[0])
         out, hx = self._recur(x, hx)  # (B, T, H)
         logits = self.head(dropout(out, self.cfg.dropout, self.training))  # (B, T, V)

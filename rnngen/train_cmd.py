@@ -39,7 +39,7 @@ def run(**options) -> int:
 
 
 def _run(world: distributed.World | None, *, sources: list[str], kind: str, cell: str, layers, hidden, embed,
-         dropout, weight_drop, seq_len, batch_size, lr, ema, weight_decay: float, grad_clip: float, warmup: int,
+         dropout, weight_drop, embed_dropout, seq_len, batch_size, lr, ema, weight_decay, grad_clip: float, warmup: int,
          max_steps, max_time, epochs, val_frac: float, eval_every, out: Path | None, force: bool, resume: str | None,
          init_from: str | None, device: str, precision: str, seed, log: Path | None, quiet: bool,
          transpose: int | None = None, drums: bool | None = None) -> int:
@@ -49,8 +49,9 @@ def _run(world: distributed.World | None, *, sources: list[str], kind: str, cell
     if world is not None and "-" in sources:
         raise RnngenError("several processes cannot share standard input; train from a file")
 
-    given = dict(layers=layers, hidden=hidden, embed=embed, dropout=dropout, weight_drop=weight_drop, seq_len=seq_len,
-                 batch_size=batch_size, lr=lr, ema=ema)
+    given = dict(layers=layers, hidden=hidden, embed=embed, dropout=dropout, weight_drop=weight_drop,
+                 embed_dropout=embed_dropout, seq_len=seq_len, batch_size=batch_size, lr=lr, ema=ema,
+                 weight_decay=weight_decay)
     limits = dict(max_steps=max_steps, max_time=max_time, epochs=epochs)
 
     resumed = checkpoint.load(resume) if resume else None
@@ -74,7 +75,7 @@ def _run(world: distributed.World | None, *, sources: list[str], kind: str, cell
         chosen = {k: (v if v is not None else budget[k]) for k, v in given.items()}
         cfg = TrainConfig(
             seq_len=chosen["seq_len"], batch_size=chosen["batch_size"], lr=chosen["lr"], ema=chosen["ema"],
-            warmup_steps=warmup, weight_decay=weight_decay, grad_clip=grad_clip, eval_every=eval_every, val_frac=val_frac,
+            warmup_steps=warmup, weight_decay=chosen["weight_decay"], grad_clip=grad_clip, eval_every=eval_every, val_frac=val_frac,
             seed=seed if seed is not None else 1337, transpose=transpose or 0, **limits,
         )
         model_cfg = None
@@ -109,10 +110,11 @@ def _run(world: distributed.World | None, *, sources: list[str], kind: str, cell
             model_cfg = checkpoint.model_config(base)
             model_cfg.dropout = chosen["dropout"] if dropout is not None else model_cfg.dropout
             model_cfg.weight_drop = chosen["weight_drop"] if weight_drop is not None else model_cfg.weight_drop
+            model_cfg.embed_dropout = chosen["embed_dropout"] if embed_dropout is not None else model_cfg.embed_dropout
         else:
             model_cfg = ModelConfig(vocab_size=codec.vocab_size, cell=cell, layers=chosen["layers"],
                                     hidden=chosen["hidden"], embed=chosen["embed"], dropout=chosen["dropout"],
-                                    weight_drop=chosen["weight_drop"])
+                                    weight_drop=chosen["weight_drop"], embed_dropout=chosen["embed_dropout"])
     torch.manual_seed(cfg.seed)  # the same seed, the same starting weights (and the same on every rank)
     model = RNNModel(model_cfg)
     if resumed is not None or base is not None:
@@ -164,7 +166,8 @@ def _resumed_config(ckpt: dict, limits: dict, given: dict, eval_every) -> TrainC
         cfg.lr = given["lr"]
     if given.get("ema") is not None:
         cfg.ema = given["ema"]
-    for key in ("seq_len", "batch_size", "layers", "hidden", "embed", "dropout", "weight_drop"):
+    for key in ("seq_len", "batch_size", "layers", "hidden", "embed", "dropout", "weight_drop", "embed_dropout",
+                "weight_decay"):
         if given.get(key) is not None:
             raise RnngenError(f"--{key.replace('_', '-')} cannot change when resuming; the run keeps its settings")
     if eval_every is not None:
@@ -214,6 +217,8 @@ def _header(model: RNNModel, cfg: TrainConfig, kind: str, names, train_ids: torc
         f"training {m.cell} {m.layers} x {m.hidden} ({model.num_params() / 1e6:.2f}M parameters) on {src}: "
         f"{len(train_ids):,} train / {len(val_ids):,} validation {unit}, vocabulary {m.vocab_size}\n"
         f"{batch} x seq-len {cfg.seq_len}, lr {cfg.lr:g}, dropout {m.dropout:g}"
-        f"{f', weight drop {m.weight_drop:g}' if m.weight_drop else ''}{f', weight average {cfg.ema:g}' if cfg.ema else ''}, "
+        f"{f', weight drop {m.weight_drop:g}' if m.weight_drop else ''}"
+        f"{f', embedding dropout {m.embed_dropout:g}' if m.embed_dropout else ''}, weight decay {cfg.weight_decay:g}"
+        f"{f', weight average {cfg.ema:g}' if cfg.ema else ''}, "
         f"{dev.type} {precision_name(dtype)}; stops at {' or '.join(stops)}"
     )

@@ -56,6 +56,29 @@ def test_resume_from_the_last_checkpoint(tmp_path, trained):
     assert "9 steps" in info.stdout
 
 
+def test_options_left_unset_follow_the_budget(tmp_path, corpus):
+    from rnngen import checkpoint
+    from rnngen.config import defaults_for_budget
+
+    def trained_with(*args):
+        out = tmp_path / "budget.pt"
+        result = invoke("train", corpus, *TINY, "--max-steps", 2, "--out", out, "--force", *args)
+        assert result.exit_code == 0, result.stderr
+        saved = checkpoint.load(out)
+        return checkpoint.model_config(saved), saved["train"]["config"], result.stderr
+
+    chosen = defaults_for_budget(None)  # a step limit: the long-run defaults
+    model_cfg, train_cfg, header = trained_with()
+    assert (model_cfg.dropout, model_cfg.embed_dropout) == (chosen["dropout"], chosen["embed_dropout"])
+    assert train_cfg["weight_decay"] == chosen["weight_decay"] and train_cfg["ema"] == chosen["ema"]
+    assert f"embedding dropout {chosen['embed_dropout']:g}, weight decay {chosen['weight_decay']:g}" in header
+    model_cfg, train_cfg, header = trained_with("--embed-dropout", 0.05, "--weight-decay", 0.02)
+    assert model_cfg.embed_dropout == 0.05 and train_cfg["weight_decay"] == 0.02
+    assert "embedding dropout 0.05, weight decay 0.02" in header
+    resumed = invoke("train", "--resume", tmp_path / "budget.last.pt", "--weight-decay", 0.5, "--max-steps", 3)
+    assert_clean_error(resumed, match="--weight-decay cannot change when resuming")
+
+
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
 def test_other_cells_train_and_sample(tmp_path, corpus, cell):
     out = tmp_path / f"{cell}.pt"

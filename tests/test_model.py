@@ -77,6 +77,26 @@ def test_weight_drop_masks_recurrent_weights_in_training_only(cell):
     assert [n for n, _ in model.rnn.named_parameters()] == [n for n, _ in tiny_model(cell=cell).rnn.named_parameters()]
 
 
+def test_embed_dropout_drops_whole_tokens_in_training_only():
+    model = tiny_model()
+    tokens = torch.randint(0, 12, (4, 50))
+    plain = model(tokens)[0]
+    model.cfg.embed_dropout = 0.5
+    seen = []
+    recur = model._recur
+    model._recur = lambda x, hx: (seen.append(x), recur(x, hx))[1]
+    model.eval()
+    assert torch.equal(model(tokens)[0], plain)  # evaluation and sampling see every token
+    model.train()
+    model(tokens)
+    x, embedded = seen[-1], model.embed(tokens)
+    dropped = (x == 0).all(dim=-1)  # (B, T): whole vectors, never parts of one
+    assert torch.equal(x[~dropped], 2 * embedded[~dropped])  # the kept ones are scaled by 1 / (1 - p)
+    assert 0.3 < dropped.float().mean() < 0.7
+    model(tokens)
+    assert not torch.equal(dropped, (seen[-1] == 0).all(dim=-1))  # a new mask each call
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_gradients_reach_every_parameter(cell):
     model = tiny_model(cell=cell)

@@ -13,10 +13,12 @@ from tests.conftest import text_ids, tiny_config, tiny_model
 CPU = torch.device("cpu")
 
 
-def make_trainer(tmp_path, cfg=None, resume=None, report=lambda e: None, name="m.pt"):
+def make_trainer(tmp_path, cfg=None, resume=None, report=lambda e: None, name="m.pt", **model_settings):
     codec, ids = text_ids()
     train_ids, val_ids = split(ids, 0.1)
     model = tiny_model(vocab=codec.vocab_size)
+    for key, value in model_settings.items():  # e.g. the dropouts, which draw random numbers every step
+        setattr(model.cfg, key, value)
     if resume is not None:
         model.load_state_dict(checkpoint.build_model(resume).state_dict())
     return Trainer(model, codec, train_ids, val_ids, cfg or tiny_config(), CPU, None, tmp_path / name,
@@ -45,11 +47,11 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary files
 
 
-@pytest.mark.parametrize("ema", [0.0, 0.9])
-def test_resume_continues_exactly(tmp_path, ema):
+@pytest.mark.parametrize("ema, noise", [(0.0, {}), (0.9, dict(dropout=0.2, embed_dropout=0.1, weight_drop=0.1))])
+def test_resume_continues_exactly(tmp_path, ema, noise):
     cfg = tiny_config(max_steps=12, eval_every=4, ema=ema)
     full: list[float] = []
-    whole = make_trainer(tmp_path, cfg, report=lambda e: full.append(e.loss), name="full.pt").run()
+    whole = make_trainer(tmp_path, cfg, report=lambda e: full.append(e.loss), name="full.pt", **noise).run()
 
     first: list[float] = []
 
@@ -58,7 +60,7 @@ def test_resume_continues_exactly(tmp_path, ema):
         if event.step == 5:
             trainer._signal = signal.SIGINT
 
-    trainer = make_trainer(tmp_path, cfg, report=stop_at_5, name="cut.pt")
+    trainer = make_trainer(tmp_path, cfg, report=stop_at_5, name="cut.pt", **noise)
     with pytest.raises(Interrupted) as stop:
         trainer.run()
     assert stop.value.step == 5
@@ -66,7 +68,7 @@ def test_resume_continues_exactly(tmp_path, ema):
     assert resumed_ckpt["resume"]["step"] == 5
     rest: list[float] = []
     outcome = make_trainer(tmp_path, cfg, resume=resumed_ckpt,
-                           report=lambda e: rest.append(e.loss), name="cut.pt").run()
+                           report=lambda e: rest.append(e.loss), name="cut.pt", **noise).run()
     assert outcome.steps == 12
     assert first + rest == pytest.approx(full, abs=1e-6)
     assert outcome.best_val == pytest.approx(whole.best_val, abs=1e-6)
