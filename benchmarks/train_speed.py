@@ -4,7 +4,7 @@ at equal steps for fp32 and rnngen's precision, from the same initial weights.
 
     python benchmarks/train_speed.py                       # 2 x 512 LSTM, batch 64 x 128
     python benchmarks/train_speed.py --hidden 256 --batch 32 --seq 64 --quality-steps 0
-    python benchmarks/train_speed.py --dropout 0.35 --speed-only   # as the 10-minute default trains
+    python benchmarks/train_speed.py --dropout 0.35 --speed-only   # with dropout between and after the layers
 
 Prints a markdown table.
 """
