@@ -3,8 +3,9 @@
 It runs each layer's matmul through oneDNN's int8 matmul (the kernel behind PyTorch's own x86 int8
 inference), which uses the CPU's int8 units (AMX or VNNI) and hands back fp32 with the bias added:
 at a batch of 256 the shipped model samples 1.2-1.4x as fast as in bf16, and its validation loss moves
-by 0.0002 nats/char (the Bach model's by 0.0008 nats/event; benchmarks/RESULTS.md). For one sample `StepModel`'s int8
-weights with bf16 activations are faster; the sampler picks between them (`sample.make_step`).
+by 0.00002 nats/char (0.00016 on the model shipped before it; the Bach model's by 0.0008 nats/event;
+benchmarks/RESULTS.md). For one sample `StepModel`'s int8 weights with bf16 activations are faster;
+the sampler picks between them (`sample.make_step`).
 
 Why one fixed scale per activation tensor is enough: what the matmuls read is bounded. An LSTM's,
 GRU's or tanh RNN's h lies in (-1, 1) and is stored as q = round(127 h) + 128 (uint8, zero point

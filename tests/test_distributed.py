@@ -97,7 +97,7 @@ def log_losses(path) -> list[float]:
 
 
 def test_nproc_run_samples_and_resumes_in_one_process(tmp_path, corpus):
-    args = [str(corpus), *TINY, "--dropout", "0", "--max-steps", "4", "--eval-every", "2"]
+    args = [str(corpus), *TINY, "--dropout", "0", "--embed-dropout", "0", "--max-steps", "4", "--eval-every", "2"]
     two, one = tmp_path / "two.pt", tmp_path / "one.pt"
     cmd = [sys.executable, "-m", "rnngen", "train", *args, "--nproc", "2", "--out", str(two),
            "--log", str(tmp_path / "two.jsonl")]
