@@ -108,9 +108,9 @@ def _run(world: distributed.World | None, *, sources: list[str], kind: str, cell
     if model_cfg is None:
         if base is not None:
             model_cfg = checkpoint.model_config(base)
-            model_cfg.dropout = chosen["dropout"] if dropout is not None else model_cfg.dropout
-            model_cfg.weight_drop = chosen["weight_drop"] if weight_drop is not None else model_cfg.weight_drop
-            model_cfg.embed_dropout = chosen["embed_dropout"] if embed_dropout is not None else model_cfg.embed_dropout
+            for key in ("dropout", "weight_drop", "embed_dropout"):  # fine-tuning keeps the base's unless given
+                if given[key] is not None:
+                    setattr(model_cfg, key, given[key])
         else:
             model_cfg = ModelConfig(vocab_size=codec.vocab_size, cell=cell, layers=chosen["layers"],
                                     hidden=chosen["hidden"], embed=chosen["embed"], dropout=chosen["dropout"],

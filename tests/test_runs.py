@@ -52,6 +52,13 @@ def test_init_from_fine_tunes_and_refuses_new_characters(tmp_path, corpus):
     before, after = checkpoint.load(base)["weights"], checkpoint.load(tuned)["weights"]
     assert before.keys() == after.keys()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # trained further
+    base_cfg = checkpoint.model_config(checkpoint.load(base))
+    assert checkpoint.model_config(checkpoint.load(tuned)) == base_cfg  # settings left unset stay the base's
+    result = runner.invoke(app, ["train", str(other), *TINY, "--init-from", str(base), "--max-steps", "1",
+                                 "--embed-dropout", "0.05", "--out", str(tuned), "--force", "-q"])
+    assert result.exit_code == 0, result.stderr
+    tuned_cfg = checkpoint.model_config(checkpoint.load(tuned))
+    assert tuned_cfg.embed_dropout == 0.05 and tuned_cfg.dropout == base_cfg.dropout
     strange = tmp_path / "strange.txt"
     strange.write_text(corpus.read_text() + "Ω")
     result = runner.invoke(app, ["train", str(strange), *TINY, "--init-from", str(base), "--max-steps", "3",
