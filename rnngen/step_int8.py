@@ -90,9 +90,9 @@ class Int8Step:
         self._offset = torch.tensor(_ZERO_POINT + 0.5)  # + 0.5: the uint8 cast truncates, so this rounds
 
     def _keep(self, name: str, bias: torch.Tensor, *parts: torch.Tensor, rows: torch.Tensor | None = None) -> None:
-        q, scale = quantize_rows(*parts)
+        q, scale = quantize_rows(*parts, rows=rows)
         if rows is not None:
-            q, scale, bias = q[rows], scale[rows], bias[rows]
+            bias = bias[rows]
         packed = _ops().qlinear_prepack(q, None)
         self.weights[name] = (packed, scale, bias.contiguous(), torch.zeros(scale.numel(), dtype=torch.int64))
 

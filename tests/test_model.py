@@ -176,6 +176,21 @@ def test_int8_weights_are_rows_of_int8_with_a_scale_each():
         assert ((q.float() * scale.float()[:, None] - w).abs() <= scale.float()[:, None]).all()
 
 
+@pytest.mark.parametrize("scale_dtype", [torch.float32, torch.bfloat16])
+def test_quantize_rows_matches_the_whole_matrix_computation(scale_dtype):
+    # 600 rows: more than one of the blocks it works through, and a last block that is partly filled
+    g = torch.Generator().manual_seed(0)
+    parts = [torch.randn(600, 40, generator=g), torch.randn(600, 24, generator=g) * 3]
+    rows = torch.randperm(600, generator=g)
+    w = torch.cat(parts, dim=1)
+    for order in (None, rows):
+        q, scale = model_module.quantize_rows(*parts, scale_dtype=scale_dtype, rows=order)
+        expected = w if order is None else w[order]
+        expected_scale = (expected.abs().amax(dim=1) / 127).to(scale_dtype)
+        assert scale.dtype == scale_dtype and torch.equal(scale, expected_scale)
+        assert torch.equal(q, (expected / expected_scale.float()[:, None]).round().clamp(-127, 127).to(torch.int8))
+
+
 def test_int8_needs_sizes_the_kernel_takes():
     with pytest.raises(ValueError, match="multiples of 16"):
         StepModel(tiny_model(), "int8")  # embed 8
