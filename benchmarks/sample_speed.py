@@ -19,6 +19,7 @@ from torch import nn
 
 from ceiling import matmul_ceiling  # benchmarks/ceiling.py
 from rnngen import checkpoint
+from rnngen.cli import keep_freed_memory
 from rnngen.config import ModelConfig
 from rnngen.model import RNNModel
 from rnngen.sample import generate, step_precision
@@ -67,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="measurements per figure; the best is kept")
     args = parser.parse_args()
+    keep_freed_memory()  # as the rnngen command does; every loop here runs with it
 
     models = {"shipped shakespeare (LSTM 2 x 512)": checkpoint.load_model("shakespeare")[0]}
     torch.manual_seed(0)

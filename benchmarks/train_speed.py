@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ceiling import matmul_ceiling  # benchmarks/ceiling.py
+from rnngen.cli import keep_freed_memory
 from rnngen.codec import TextCodec
 from rnngen.config import ModelConfig, TrainConfig
 from rnngen.data import Streams, split
@@ -98,6 +99,7 @@ def main() -> None:
     parser.add_argument("--quality-steps", type=int, default=200, help="steps for the equal-steps loss check")
     parser.add_argument("--speed-only", action="store_true", help="skip the equal-steps loss check")
     args = parser.parse_args()
+    keep_freed_memory()  # as the rnngen command does; every loop here runs with it
 
     text = open(CORPUS, encoding="utf-8").read()
     codec = TextCodec.fit(text)
