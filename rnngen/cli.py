@@ -444,8 +444,8 @@ def keep_freed_memory() -> None:
 
     PyTorch's CPU tensors come straight from malloc, and a fresh mapping pays a page fault for every
     4 KB it touches; a training step and a batch sampling step each make many tensors of megabytes.
-    Keeping the blocks made `rnngen train` 2-4% and sampling a batch of 256 5% faster, with the same
-    peak memory (benchmarks/RESULTS.md). Does nothing off glibc."""
+    Keeping the blocks made `rnngen train` up to 4% and sampling a batch of 256 about 5% faster; peak
+    memory stayed within its run-to-run spread (benchmarks/RESULTS.md). Does nothing off glibc."""
     try:
         if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
             return
