@@ -146,3 +146,19 @@ def test_stop_scanner(pieces, stops, emitted, stopped):
     scanner = StopScanner(stops)
     out = "".join(scanner.feed(p) for p in pieces) + scanner.flush()
     assert out == emitted and scanner.stopped == stopped
+
+
+def test_a_short_prime_runs_without_onednn_and_a_long_one_with_it(monkeypatch):
+    seen = []
+    forward = RNNModel.forward
+
+    def spy(self, tokens, state=None):
+        seen.append((tokens.size(1), torch.backends.mkldnn.enabled))
+        return forward(self, tokens, state)
+
+    monkeypatch.setattr(RNNModel, "forward", spy)
+    model = tiny_model(vocab=12).eval()
+    for prime in ([1, 2, 3], [1] * sample_module.ONEDNN_PRIME_FROM):
+        list(generate(model, prime, 4, batch=2, seed=0))
+    assert seen == [(3, False), (sample_module.ONEDNN_PRIME_FROM, True)]
+    assert torch.backends.mkldnn.enabled  # left as it was
