@@ -275,14 +275,18 @@ def test_batch_sampling_reuses_freed_memory_instead_of_faulting_in_fresh_pages()
     faults = {mode: int(subprocess.run([sys.executable, "-c", _SAMPLING_FAULTS, mode], capture_output=True,
                                        text=True, check=True).stdout)
               for mode in ("default", "keep")}
-    assert faults["keep"] * 100 < faults["default"], faults
+    assert faults["keep"] * 10 < faults["default"], faults
 
 
-def test_the_command_line_sets_malloc_up_before_it_runs(monkeypatch):
+def test_the_command_line_sets_malloc_up_before_it_runs_except_in_data_parallel_workers(monkeypatch):
     from rnngen import cli
 
     calls = []
     monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append("malloc"))
     monkeypatch.setattr(cli, "app", lambda: calls.append("app"))
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
     cli.main()
     assert calls == ["malloc", "app"]
+    monkeypatch.setenv("LOCAL_RANK", "1")  # as torchrun starts its workers
+    cli.main()
+    assert calls == ["malloc", "app", "app"]
