@@ -459,7 +459,9 @@ def keep_freed_memory() -> None:
 def main() -> None:
     if "LOCAL_RANK" not in os.environ:
         # Not in the workers of a data-parallel run: once in about 35 runs of its test, with this set, a
-        # worker aborted (SIGABRT) for a reason not found, so they keep glibc's defaults.
+        # worker aborted (SIGABRT) for a reason not found, so they keep glibc's defaults. torchrun sets
+        # LOCAL_RANK in each worker; `distributed.launched` would say the same but imports torch, which
+        # `rnngen --help` should not wait for.
         keep_freed_memory()
     try:
         app()
