@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from rnngen.codec import codec_from_dict
 from rnngen.config import ModelConfig
 from rnngen.errors import RnngenError
 from rnngen.model import RNNModel
@@ -70,6 +71,21 @@ def make(model: RNNModel, codec, train: dict[str, Any], resume: dict[str, Any] |
     if resume is not None:
         ckpt["resume"] = resume
     return ckpt
+
+
+class Saver:
+    """Where a run's two checkpoints go, and what goes into them beside the model and the trainer's
+    state: the codec, and facts about the run (`meta`) that the trainer does not know."""
+
+    def __init__(self, best_path: Path, codec, meta: dict[str, Any] | None = None):
+        self.best_path, self.last_path = Path(best_path), last_path(Path(best_path))
+        self.codec, self.meta = codec, meta or {}
+
+    def best(self, model: RNNModel, train: dict[str, Any]) -> None:
+        save(make(model, self.codec, {**train, **self.meta}), self.best_path)
+
+    def last(self, model: RNNModel, train: dict[str, Any], resume: dict[str, Any]) -> None:
+        save(make(model, self.codec, {**train, **self.meta}, resume=resume), self.last_path)
 
 
 def save(ckpt: dict, path: Path) -> None:
@@ -170,8 +186,6 @@ def build_model(ckpt: dict) -> RNNModel:
 
 def load_model(name: str | Path):
     """(model, codec, checkpoint) for a path or shipped name."""
-    from rnngen.codec import codec_from_dict
-
     ckpt = load(name)
     try:
         codec = codec_from_dict(ckpt["codec"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
-import secrets
 import sys
 from enum import Enum
 from pathlib import Path
@@ -77,16 +76,11 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or me
 
 
 def err(message: str) -> None:
-    from rnngen.report import stderr_console
-
-    console = stderr_console()
-    console.print(f"[bold red]error:[/] {_escape(message)}", soft_wrap=True)
-
-
-def _escape(text: str) -> str:
     from rich.markup import escape
 
-    return escape(text)
+    from rnngen.report import stderr_console
+
+    stderr_console().print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
 
 
 def friendly(command):
@@ -118,6 +112,13 @@ def _silence_stdout() -> None:
         pass
 
 
+def _unescape(value):
+    """A callback: backslash escapes in an option's value (or each of a repeated option's values)."""
+    if value is None:
+        return None
+    return [unescape(v) for v in value] if isinstance(value, list) else unescape(value)
+
+
 def unescape(text: str) -> str:
     r"""Backslash escapes typed on a command line (\n, \t, \\) become the characters."""
     out, i = [], 0
@@ -133,14 +134,45 @@ def unescape(text: str) -> str:
     return "".join(out)
 
 
-def _positive(value: Optional[float], option: str, allow_zero: bool = False) -> None:
-    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
-        raise typer.BadParameter(f"must be {'at least 0' if allow_zero else 'above 0'}, not {value}",
-                                 param_hint=option)
+def _check(test, rule: str):
+    """A callback that refuses a value failing `test` (exit 2, naming the option and the rule)."""
+    def callback(value):
+        if value is not None and not test(value):
+            raise typer.BadParameter(f"must be {rule}, not {value:g}")
+        return value
+
+    return callback
+
+
+positive = _check(lambda v: v > 0, "above 0")
+at_least_one = _check(lambda v: v >= 1, "at least 1")
+non_negative = _check(lambda v: v >= 0, "at least 0")
+rate = _check(lambda v: 0 <= v < 1, "in [0, 1)")
+share = _check(lambda v: 0 < v < 1, "between 0 and 1")
+
+
+def _seconds(value: Optional[str]) -> Optional[float]:
+    """--max-time as seconds."""
+    from rnngen.config import parse_duration
+
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    return positive(seconds)
+
+
+def _plain(params: dict) -> dict:
+    """The parsed parameters, with choices as their plain values."""
+    return {k: v.value if isinstance(v, Enum) else v for k, v in params.items()}
 
 
 # --------------------------------------------------------------------------------------------------
 # train
+
+BY_BUDGET = dict(show_default=False)  # options whose default the time budget chooses (rnngen/config.py)
 
 
 @app.command()
@@ -151,27 +183,27 @@ def train(
         help="Text files, MIDI files, folders (searched recursively), or - for text on stdin.",
         show_default=False)] = None,
     kind: Annotated[Kind, typer.Option(help="What the sources are; auto looks at the files.")] = Kind.auto,
-    cell: Annotated[Cell, typer.Option(help="Recurrent cell.")] = Cell.lstm,
-    layers: Annotated[Optional[int], typer.Option(help="Recurrent layers. (default: by budget)", show_default=False)] = None,
-    hidden: Annotated[Optional[int], typer.Option(help="Hidden units per layer. (default: by budget)", show_default=False)] = None,
-    embed: Annotated[Optional[int], typer.Option(help="Token embedding width. (default: 64)", show_default=False)] = None,
-    dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers and before the output. (default: by budget)", show_default=False)] = None,
-    weight_drop: Annotated[Optional[float], typer.Option(help="Dropout on the recurrent weight matrices, a new mask each step. (default: by budget)", show_default=False)] = None,
-    embed_dropout: Annotated[Optional[float], typer.Option(help="Drop whole input tokens (their embeddings) at this rate in training. (default: by budget)", show_default=False)] = None,
-    seq_len: Annotated[Optional[int], typer.Option(help="Tokens per training window (BPTT length). (default: by budget)", show_default=False)] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Parallel streams per step. (default: by budget)", show_default=False)] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. (default: by budget)", show_default=False)] = None,
-    ema: Annotated[Optional[float], typer.Option(help="Evaluate and save a moving average of the weights with this decay per step; 0: off. (default: 0.995)", show_default=False)] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay on weight matrices. (default: by budget)", show_default=False)] = None,
-    grad_clip: Annotated[float, typer.Option(help="Clip the gradient norm to this.")] = 1.0,
-    warmup: Annotated[int, typer.Option(help="Warm-up steps before the cosine decay.")] = 100,
-    max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps.", show_default=False)] = None,
-    max_time: Annotated[Optional[str], typer.Option(help="Stop after this long: 90s, 10m, 1h. (default: 10m when no other stop is given)", show_default=False)] = None,
-    epochs: Annotated[Optional[float], typer.Option(help="Stop after this many passes over the data.", show_default=False)] = None,
-    val_frac: Annotated[float, typer.Option(help="Share held out for validation (text: the end of the corpus; MIDI: whole files).")] = 0.1,
+    cell: Annotated[Optional[Cell], typer.Option(help="Recurrent cell. (default: lstm)", show_default=False)] = None,
+    layers: Annotated[Optional[int], typer.Option(callback=positive, help="Recurrent layers. (default: by budget)", **BY_BUDGET)] = None,
+    hidden: Annotated[Optional[int], typer.Option(callback=positive, help="Hidden units per layer. (default: by budget)", **BY_BUDGET)] = None,
+    embed: Annotated[Optional[int], typer.Option(callback=positive, help="Token embedding width. (default: 64)", **BY_BUDGET)] = None,
+    dropout: Annotated[Optional[float], typer.Option(callback=rate, help="Dropout between layers and before the output. (default: by budget)", **BY_BUDGET)] = None,
+    weight_drop: Annotated[Optional[float], typer.Option(callback=rate, help="Dropout on the recurrent weight matrices, a new mask each step. (default: by budget)", **BY_BUDGET)] = None,
+    embed_dropout: Annotated[Optional[float], typer.Option(callback=rate, help="Drop whole input tokens (their embeddings) at this rate in training. (default: by budget)", **BY_BUDGET)] = None,
+    seq_len: Annotated[Optional[int], typer.Option(callback=positive, help="Tokens per training window (BPTT length). (default: by budget)", **BY_BUDGET)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(callback=positive, help="Parallel streams per step. (default: by budget)", **BY_BUDGET)] = None,
+    lr: Annotated[Optional[float], typer.Option(callback=positive, help="Peak learning rate. (default: by budget)", **BY_BUDGET)] = None,
+    ema: Annotated[Optional[float], typer.Option(callback=rate, help="Evaluate and save a moving average of the weights with this decay per step; 0: off. (default: 0.995)", **BY_BUDGET)] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(callback=non_negative, help="AdamW weight decay on weight matrices. (default: by budget)", **BY_BUDGET)] = None,
+    grad_clip: Annotated[Optional[float], typer.Option(callback=positive, help="Clip the gradient norm to this. (default: 1.0)", show_default=False)] = None,
+    warmup_steps: Annotated[Optional[int], typer.Option("--warmup", callback=non_negative, help="Warm-up steps before the cosine decay. (default: 100)", show_default=False)] = None,
+    max_steps: Annotated[Optional[int], typer.Option(callback=positive, help="Stop after this many steps.", show_default=False)] = None,
+    max_time: Annotated[Optional[str], typer.Option(callback=_seconds, help="Stop after this long: 90s, 10m, 1h. (default: 10m when no other stop is given)", show_default=False)] = None,
+    epochs: Annotated[Optional[float], typer.Option(callback=positive, help="Stop after this many passes over the data.", show_default=False)] = None,
+    val_frac: Annotated[Optional[float], typer.Option(callback=share, help="Share held out for validation (text: the end of the corpus; MIDI: whole files). (default: 0.1)", show_default=False)] = None,
     transpose: Annotated[Optional[int], typer.Option(min=0, max=12, help="MIDI: also train on each training piece moved by up to N semitones up and down. (default: 0)", show_default=False)] = None,
     drums: Annotated[Optional[bool], typer.Option("--drums/--no-drums", help="MIDI: keep channel 10 (drums) as notes. (default: skip it)", show_default=False)] = None,
-    eval_every: Annotated[Optional[int], typer.Option(help="Validate every N steps. (default: ten times per run)", show_default=False)] = None,
+    eval_every: Annotated[Optional[int], typer.Option(callback=positive, help="Validate every N steps. (default: ten times per run)", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Best checkpoint; the resumable one goes beside it as NAME.last.pt. (default: checkpoints/<source>.pt)", show_default=False)] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint at --out.")] = False,
     resume: Annotated[Optional[str], typer.Option(help="Continue a run exactly from its .last.pt checkpoint.", show_default=False)] = None,
@@ -185,41 +217,13 @@ def train(
 ) -> None:
     """Train a model on text or MIDI files and save the best checkpoint by validation loss."""
     from rnngen import train_cmd
+    from rnngen.config import TrainOptions
 
-    for value, name in [(layers, "--layers"), (hidden, "--hidden"), (embed, "--embed"), (seq_len, "--seq-len"),
-                        (batch_size, "--batch-size"), (lr, "--lr"), (max_steps, "--max-steps"),
-                        (epochs, "--epochs"), (eval_every, "--eval-every"), (grad_clip, "--grad-clip")]:
-        _positive(value, name)
-    _positive(weight_decay, "--weight-decay", allow_zero=True)
-    _positive(warmup, "--warmup", allow_zero=True)
-    for value, name in [(dropout, "--dropout"), (weight_drop, "--weight-drop"), (embed_dropout, "--embed-dropout"),
-                        (ema, "--ema")]:
-        if value is not None and not 0 <= value < 1:
-            raise typer.BadParameter(f"must be in [0, 1), not {value}", param_hint=name)
-    if not 0 < val_frac < 1:
-        raise typer.BadParameter(f"must be between 0 and 1, not {val_frac}", param_hint="--val-frac")
-    seconds = None
-    if max_time is not None:
-        from rnngen.config import parse_duration
-
-        try:
-            seconds = parse_duration(max_time)
-        except ValueError as e:
-            raise typer.BadParameter(str(e), param_hint="--max-time") from None
-        _positive(seconds, "--max-time")
     if not sources and not resume:
         raise typer.BadParameter("give at least one file or folder to train on", param_hint="SOURCE")
     if nproc is not None and nproc > 1:
         raise typer.Exit(_launch_train(ctx, nproc, sources or [], batch_size, device))
-
-    code = train_cmd.run(
-        sources=sources or [], kind=kind.value, cell=cell.value, layers=layers, hidden=hidden, embed=embed,
-        dropout=dropout, weight_drop=weight_drop, embed_dropout=embed_dropout, seq_len=seq_len, batch_size=batch_size, lr=lr, ema=ema, weight_decay=weight_decay,
-        grad_clip=grad_clip, warmup=warmup, max_steps=max_steps, max_time=seconds, epochs=epochs,
-        val_frac=val_frac, transpose=transpose, drums=drums, eval_every=eval_every, out=out, force=force,
-        resume=resume, init_from=init_from,
-        device=device, precision=precision.value, seed=seed, log=log, quiet=quiet,
-    )
+    code = train_cmd.run(TrainOptions.from_params({**_plain(ctx.params), "sources": sources or []}))
     if code:
         raise typer.Exit(code)
 
@@ -270,21 +274,22 @@ def _launch_train(ctx: typer.Context, nproc: int, sources: list[str], batch_size
 @app.command()
 @friendly
 def sample(
+    ctx: typer.Context,
     checkpoint: Annotated[str, typer.Argument(help="A checkpoint path or a shipped model name.")] = "shakespeare",
-    length: Annotated[Optional[int], typer.Option("--length", "-n", help="Tokens to generate (characters or MIDI events), not counting the prime; a MIDI sample also ends where the model ends its piece. (default: 500 characters, 2000 events)", show_default=False)] = None,
-    num_samples: Annotated[int, typer.Option("--num-samples", "-b", help="Samples generated together in one batch.")] = 1,
-    temperature: Annotated[float, typer.Option("--temperature", "-t", help="Sampling temperature; 0 is greedy.")] = 0.8,
-    top_k: Annotated[Optional[int], typer.Option(help="Sample only among the k likeliest tokens.", show_default=False)] = None,
-    top_p: Annotated[Optional[float], typer.Option(help="Sample only among the likeliest tokens covering this probability (nucleus).", show_default=False)] = None,
+    length: Annotated[Optional[int], typer.Option("--length", "-n", callback=at_least_one, help="Tokens to generate (characters or MIDI events), not counting the prime; a MIDI sample also ends where the model ends its piece. (default: 500 characters, 2000 events)", show_default=False)] = None,
+    num_samples: Annotated[int, typer.Option("--num-samples", "-b", callback=at_least_one, help="Samples generated together in one batch.")] = 1,
+    temperature: Annotated[float, typer.Option("--temperature", "-t", callback=non_negative, help="Sampling temperature; 0 is greedy.")] = 0.8,
+    top_k: Annotated[Optional[int], typer.Option(callback=at_least_one, help="Sample only among the k likeliest tokens.", show_default=False)] = None,
+    top_p: Annotated[Optional[float], typer.Option(callback=_check(lambda v: 0 < v <= 1, "in (0, 1]"), help="Sample only among the likeliest tokens covering this probability (nucleus).", show_default=False)] = None,
     seed: SeedOpt = None,
-    prime: Annotated[Optional[str], typer.Option("--prime", "-p", help=r"Text to start from (\n and \t escapes work).", show_default=False)] = None,
+    prime: Annotated[Optional[str], typer.Option("--prime", "-p", callback=_unescape, help=r"Text to start from (\n and \t escapes work).", show_default=False)] = None,
     prime_file: Annotated[Optional[str], typer.Option("--prime-file", "-f", help="Start from this file's text (MIDI models: continue this .mid file), or - for stdin.", show_default=False)] = None,
-    stop: Annotated[Optional[list[str]], typer.Option(help="End a sample at this string (repeatable; not printed).", show_default=False)] = None,
+    stop: Annotated[Optional[list[str]], typer.Option(callback=_unescape, help="End a sample at this string (repeatable; not printed).", show_default=False)] = None,
     fmt: Annotated[Format, typer.Option("--format", help="text, or jsonl: one JSON object per sample.")] = Format.text,
-    separator: Annotated[str, typer.Option(help="Printed between text samples.")] = r"\n\n",
+    separator: Annotated[str, typer.Option(callback=_unescape, help="Printed between text samples.")] = r"\n\n",
     echo: Annotated[bool, typer.Option("--echo/--no-echo", help="Print the prime before the generated text (MIDI: keep the primer's notes in the file).")] = True,
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Write to this file instead of stdout (- is stdout). MIDI: a .mid file (x.mid gets x-1.mid, x-2.mid ... for several samples), a folder, or - for the first sample's bytes. (default for MIDI: MODEL-SEED.mid here)", show_default=False)] = None,
-    qpm: Annotated[Optional[float], typer.Option(help="MIDI: tempo of the written files in quarter notes per minute. (default: the primer's, else 120)", show_default=False)] = None,
+    qpm: Annotated[Optional[float], typer.Option(callback=_check(lambda v: 4 <= v <= 1000, "between 4 and 1000 quarter notes per minute"), help="MIDI: tempo of the written files in quarter notes per minute. (default: the primer's, else 120)", show_default=False)] = None,
     program: Annotated[Optional[int], typer.Option(min=0, max=127, help="MIDI: General MIDI program (instrument) 0-127 of the written files. (default: 0, piano)", show_default=False)] = None,
     device: DeviceOpt = "auto",
     precision: Annotated[StepPrecision, typer.Option(help="Matmul precision. auto: int8 on CPUs with fast bf16 (weights for one sample, weights and activations for a batch; within 0.001 nats of fp32 on the shipped models), bf16 where int8 cannot run, else fp32; fp32 is exact.")] = StepPrecision.auto,
@@ -292,32 +297,15 @@ def sample(
 ) -> None:
     """Generate text or MIDI from a trained model; samples go to stdout (MIDI: to .mid files), messages to stderr."""
     from rnngen import sample_cmd
+    from rnngen.config import SampleConfig
 
-    if length is not None and length < 1:
-        raise typer.BadParameter(f"must be at least 1, not {length}", param_hint="--length")
-    if num_samples < 1:
-        raise typer.BadParameter(f"must be at least 1, not {num_samples}", param_hint="--num-samples")
-    _positive(temperature, "--temperature", allow_zero=True)
-    if top_k is not None and top_k < 1:
-        raise typer.BadParameter(f"must be at least 1, not {top_k}", param_hint="--top-k")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise typer.BadParameter(f"must be in (0, 1], not {top_p}", param_hint="--top-p")
     if prime is not None and prime_file is not None:
         raise typer.BadParameter("give --prime or --prime-file, not both", param_hint="--prime")
-    if qpm is not None and not 4 <= qpm <= 1000:
-        raise typer.BadParameter(f"must be between 4 and 1000 quarter notes per minute, not {qpm:g}", param_hint="--qpm")
-
-    sample_cmd.run(
-        checkpoint=checkpoint, length=length, num_samples=num_samples, temperature=temperature, top_k=top_k,
-        top_p=top_p, seed=seed if seed is not None else secrets.randbelow(2**31),
-        prime=unescape(prime) if prime is not None else None, prime_file=prime_file,
-        stops=[unescape(s) for s in stop or []], fmt=fmt.value, separator=unescape(separator), echo=echo,
-        out=out, device=device, precision=precision.value, quiet=quiet, qpm=qpm, program=program,
-    )
+    sample_cmd.run(SampleConfig(**{**_plain(ctx.params), "stop": stop or []}))
 
 
 # --------------------------------------------------------------------------------------------------
-# info and eval
+# info, eval, stats and export
 
 
 @app.command()
@@ -326,44 +314,9 @@ def info(
     checkpoint: Annotated[str, typer.Argument(help="A checkpoint path or a shipped model name.")],
 ) -> None:
     """What a checkpoint is, how it was trained and its validation loss."""
-    from rnngen import checkpoint as ckpt_io
-    from rnngen.config import format_duration
+    from rnngen import info_cmd
 
-    path = ckpt_io.resolve(checkpoint)
-    model, codec, ckpt = ckpt_io.load_model(path)
-    cfg, tr = model.cfg, ckpt.get("train", {})
-    lines = [
-        f"checkpoint  {path}",
-        f"kind        {codec.describe()}",
-        f"model       {cfg.cell} {cfg.layers} x {cfg.hidden}, embed {cfg.embed}, dropout {cfg.dropout}"
-        f"{f', weight drop {cfg.weight_drop}' if cfg.weight_drop else ''}"
-        f"{f', embedding dropout {cfg.embed_dropout}' if cfg.embed_dropout else ''}, {model.num_params():,} parameters",
-    ]
-    if tr:
-        c = tr.get("config", {})
-        lines += [
-            f"trained     {tr.get('step', '?')} steps, {tr.get('epoch', 0):.2f} epochs, "
-            f"{tr.get('tokens', 0):,} tokens in {format_duration(tr.get('elapsed', 0))} "
-            f"on {tr.get('device', '?')} ({tr.get('precision', '?')})",
-            f"settings    batch {c.get('batch_size')} x seq-len {c.get('seq_len')}, lr {c.get('lr')}, "
-            f"weight decay {c.get('weight_decay')}, seed {c.get('seed')}",
-            f"data        {_sources(c.get('sources', []))}",
-        ]
-        if "val_loss" in tr:
-            v = tr["val_loss"]
-            lines.append(f"validation  {v:.4f} nats/{_unit(codec)} ({v / 0.6931471805599453:.4f} bits/{_unit(codec)})")
-    lines.append(f"resumable   {'yes' if 'resume' in ckpt else 'no'}")
-    print("\n".join(lines))
-
-
-def _sources(names: list) -> str:
-    if len(names) > 3:  # a MIDI corpus is hundreds of files
-        return f"{', '.join(names[:2])}, ... ({len(names)} files)"
-    return ", ".join(names) or "?"
-
-
-def _unit(codec) -> str:
-    return "char" if codec.kind == "text" else "event"
+    print(info_cmd.info(checkpoint))
 
 
 @app.command(name="eval")
@@ -374,30 +327,9 @@ def eval_(
     device: DeviceOpt = "auto",
 ) -> None:
     """Loss of a model on held-out data: nats and bits per token, and perplexity."""
-    import math
+    from rnngen import info_cmd
 
-    from rnngen import checkpoint as ckpt_io
-    from rnngen.data import load_text
-    from rnngen.device import resolve_device, resolve_precision
-    from rnngen.train import evaluate
-
-    dev = resolve_device(device)
-    model, codec, _ = ckpt_io.load_model(checkpoint)
-    if codec.kind != "text":
-        from rnngen.midi import load_midi_ids
-
-        ids = load_midi_ids(files, codec)
-    else:
-        text, _ = load_text(files)
-        ids = codec.encode_corpus(text, "the evaluation text")
-    nats = evaluate(model.to(dev), ids, dev, resolve_precision("auto", dev))
-    unit = _unit(codec)
-    print(f"{nats:.4f} nats/{unit}  {nats / math.log(2):.4f} bits/{unit}  perplexity {math.exp(nats):.3f}  "
-          f"({len(ids):,} {unit}s)")
-
-
-# --------------------------------------------------------------------------------------------------
-# stats
+    print(info_cmd.evaluate(checkpoint, files, device))
 
 
 @app.command()
@@ -407,13 +339,9 @@ def stats(
     drums: Annotated[bool, typer.Option("--drums/--no-drums", help="Count channel 10 (drums) as notes.")] = False,
 ) -> None:
     """Musical statistics of MIDI files: pitch range, notes per beat, polyphony, scale fit, pitch classes."""
-    from rnngen.data import expand_sources
-    from rnngen.midi import read_pieces
-    from rnngen.midi_stats import measure, report
+    from rnngen import info_cmd
 
-    found = expand_sources(files)
-    pieces, _ = read_pieces(found, drums=drums)
-    print(report(measure([p.notes for p in pieces]), len(found)))
+    print(info_cmd.stats(files, drums))
 
 
 class ExportFormat(str, Enum):
@@ -435,7 +363,7 @@ def export(
 
     path, diff = export_step(checkpoint, fmt.value, out, force)
     stderr_console().print(f"wrote {path}; largest difference from rnngen's own step: {diff:.1e} "
-                      f"(limit {TOLERANCE:g})", markup=False, soft_wrap=True)
+                           f"(limit {TOLERANCE:g})", markup=False, soft_wrap=True)
 
 
 def keep_freed_memory() -> None:

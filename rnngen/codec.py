@@ -1,4 +1,4 @@
-"""Codecs turn data into token ids and back. Text and MIDI differ only here.
+"""The text codec: characters to token ids and back (the MIDI codec is rnngen.midi.codec).
 
 The text codec works on Unicode code points, so accents, CJK and emoji are single tokens.
 """
@@ -35,7 +35,7 @@ def _chunks(text: str):
 
 
 class TextCodec:
-    kind = "text"
+    kind, unit = "text", "char"
 
     def __init__(self, chars: Iterable[str]):
         self.chars = list(chars)
@@ -94,11 +94,12 @@ class TextCodec:
 
 
 def codec_from_dict(d: dict):
+    """The codec a checkpoint describes."""
     kind = d.get("type") if isinstance(d, dict) else None
     if kind == "text":
         return TextCodec(d["chars"])
     if kind == "midi":
-        from rnngen.midi import MidiCodec
+        from rnngen.midi.codec import MidiCodec
 
         return MidiCodec.from_dict(d)
     raise RnngenError(f"unknown codec {kind!r} in the checkpoint")

@@ -23,6 +23,8 @@ ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 @dataclass(frozen=True)
 class World:
+    """The processes training together, and the few collectives the trainer needs."""
+
     rank: int
     size: int
     local_rank: int
@@ -34,8 +36,79 @@ class World:
 
     def rows(self, batch: int) -> slice:
         """This rank's share of `batch` parallel streams: rank r takes streams r*B/N up to (r+1)*B/N."""
+        check_batch(batch, self.size)
         share = batch // self.size
         return slice(self.rank * share, (self.rank + 1) * share)
+
+    def stop_signal(self, agreed: int | None, received: int | None) -> int | None:
+        """The signal to stop on: the one the ranks agreed on at the last step, so that all stop at the
+        same step (one process stops on the one it received)."""
+        return agreed
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model that averages gradients in backward(); rank 0's weights go to all."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over the ranks (float64, so that elapsed seconds keep their precision)."""
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.tolist()
+
+    def broadcast(self, values: list[float]) -> list[float]:
+        """Rank 0's values, on every rank."""
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.broadcast(t, src=0)
+        return t.tolist()
+
+    def gather(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's `t` (same shape and dtype on each), in rank order, on the CPU."""
+        import torch.distributed as dist
+
+        t = t.detach().to(self.device).contiguous()
+        parts = [torch.empty_like(t) for _ in range(self.size)]
+        dist.all_gather(parts, t)
+        return [p.cpu() for p in parts]
+
+
+class OneProcess(World):
+    """The world of an ordinary run: one rank, whose collectives are its own values, so that the
+    trainer reads the same with or without torchrun."""
+
+    def __init__(self, device: torch.device):
+        super().__init__(rank=0, size=1, local_rank=0, device=device)
+
+    def stop_signal(self, agreed: int | None, received: int | None) -> int | None:
+        return received
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        return list(values)
+
+    def broadcast(self, values: list[float]) -> list[float]:
+        return list(values)
+
+    def gather(self, t: torch.Tensor) -> list[torch.Tensor]:
+        return [t.detach().cpu()]
+
+
+def check_batch(batch: int, processes: int) -> None:
+    if batch % processes:
+        raise RnngenError(f"--batch-size {batch} is the total over {processes} processes and must divide "
+                          f"evenly among them; use a multiple of {processes}")
+
+
+def check_sources(sources: list[str]) -> None:
+    if "-" in sources:
+        raise RnngenError("several processes cannot share standard input; train from a file")
 
 
 def launched() -> bool:
@@ -43,10 +116,10 @@ def launched() -> bool:
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
-def setup(device: str) -> World | None:
-    """Join the process group torchrun describes; None when this is an ordinary single process."""
+def setup(device: str) -> World:
+    """Join the process group torchrun describes; an ordinary single process is a world of one."""
     if not launched():
-        return None
+        return OneProcess(resolve_device(device))
     import torch.distributed as dist
 
     missing = [k for k in ENV if k not in os.environ]
@@ -80,44 +153,16 @@ def _rank_device(name: str, local_rank: int) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
-def shutdown(world: World | None) -> None:
+def shutdown() -> None:
     """Leave the process group. DistributedDataParallel wrappers must be gone first: one that outlives
     the group can abort the process at exit ("terminate called without an active exception")."""
     import gc
 
     import torch.distributed as dist
 
-    if world is not None and dist.is_initialized():
+    if dist.is_initialized():
         gc.collect()  # a wrapper caught in a reference cycle
         dist.destroy_process_group()
-
-
-def all_sum(values: list[float], world: World) -> list[float]:
-    """Element-wise sum over the ranks (float64, so that elapsed seconds keep their precision)."""
-    import torch.distributed as dist
-
-    t = torch.tensor(values, dtype=torch.float64, device=world.device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t.tolist()
-
-
-def broadcast(values: list[float], world: World) -> list[float]:
-    """Rank 0's values, on every rank."""
-    import torch.distributed as dist
-
-    t = torch.tensor(values, dtype=torch.float64, device=world.device)
-    dist.broadcast(t, src=0)
-    return t.tolist()
-
-
-def gather(t: torch.Tensor, world: World) -> list[torch.Tensor]:
-    """Every rank's `t` (same shape and dtype on each), in rank order, on the CPU."""
-    import torch.distributed as dist
-
-    t = t.detach().to(world.device).contiguous()
-    parts = [torch.empty_like(t) for _ in range(world.size)]
-    dist.all_gather(parts, t)
-    return [p.cpu() for p in parts]
 
 
 def launch(nproc: int, args: list[str]) -> int:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 
-from rnngen.midi import STEPS_PER_QUARTER, Note
+from rnngen.midi.codec import STEPS_PER_QUARTER, Note
 
 PITCH_CLASSES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 # Natural minor uses the notes of its relative major, so major and harmonic minor cover both modes.

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
 from rnngen.config import format_duration
-from rnngen.train import Event
+from rnngen.train_parts import Event
 
 LN2 = math.log(2)
 

@@ -1,4 +1,5 @@
-"""The training loop. Nothing in this file knows about text or MIDI: it sees token ids.
+"""The training loop. Nothing in this file knows about text or MIDI: it sees token ids, and it saves
+through a `checkpoint.Saver` it is given, which knows what else goes into a checkpoint.
 
 AdamW, gradient clipping, linear warm-up then cosine decay to the end of the run (the end being
 whichever of --max-steps, --max-time or --epochs comes first), stateful truncated BPTT, periodic
@@ -19,20 +20,23 @@ import math
 import signal
 import time
 from collections.abc import Callable
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from rnngen import __version__, checkpoint, distributed
+from rnngen import __version__
+from rnngen.checkpoint import Saver
 from rnngen.config import TrainConfig
 from rnngen.data import Streams, eval_windows
 from rnngen.device import precision_name
-from rnngen.distributed import World
+from rnngen.distributed import OneProcess, World
 from rnngen.errors import RnngenError
 from rnngen.model import RNNModel
+from rnngen.train_parts import Clock, EvalTimer, Event, Signals, WeightAverage, progress
+from rnngen.train_state import capture, restore
 
 
 class Interrupted(Exception):
@@ -41,22 +45,6 @@ class Interrupted(Exception):
     def __init__(self, signum: int, step: int, path: Path):
         super().__init__(f"stopped by signal {signum} at step {step}")
         self.signum, self.step, self.path = signum, step, path
-
-
-@dataclass
-class Event:
-    """What the loop tells its reporter after a step or an evaluation."""
-
-    step: int
-    epoch: float
-    loss: float
-    lr: float
-    tokens_per_s: float
-    progress: float
-    elapsed: float
-    val_loss: float | None = None
-    best_val: float | None = None
-    saved: bool = False
 
 
 @dataclass
@@ -113,328 +101,170 @@ def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
     cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return cfg.lr * warm * (cfg.min_lr_frac + (1.0 - cfg.min_lr_frac) * cosine)
 
-
 class Trainer:
-    def __init__(self, model: RNNModel, codec, train_ids: torch.Tensor, val_ids: torch.Tensor,
-                 cfg: TrainConfig, device: torch.device, dtype: torch.dtype | None, out: Path,
+    """Trains `model` on `train_ids` until the config's first limit, validating on `val_ids` and
+    saving through `saver`; `report` hears of every step. In a data-parallel `world` each rank
+    trains its share of the streams (see the module's docstring)."""
+
+    def __init__(self, model: RNNModel, train_ids: torch.Tensor, val_ids: torch.Tensor, cfg: TrainConfig,
+                 device: torch.device, dtype: torch.dtype | None, saver: Saver,
                  report: Callable[[Event], None] = lambda e: None, resume: dict | None = None,
-                 meta: dict | None = None, world: World | None = None):
+                 world: World | None = None):
         if not (cfg.max_steps or cfg.max_time or cfg.epochs):
             raise ValueError("a run needs at least one of max_steps, max_time, epochs")
-        self.world, self.main = world, world is None or world.main
-        self.nproc = world.size if world is not None else 1
-        if cfg.batch_size % self.nproc:
-            raise RnngenError(f"--batch-size {cfg.batch_size} is the total over {self.nproc} processes and must "
-                              f"divide evenly among them; use a multiple of {self.nproc}")
-        self.rows = world.rows(cfg.batch_size) if world is not None else slice(0, cfg.batch_size)
-        self.model, self.codec, self.cfg = model.to(device), codec, cfg
+        self.world = world or OneProcess(device)
+        self.rows = self.world.rows(cfg.batch_size)
+        self.model, self.cfg, self.saver = model.to(device), cfg, saver
         self.device, self.dtype, self.report = device, dtype, report
-        self.best_path, self.last_path = Path(out), checkpoint.last_path(Path(out))
-        self.meta = meta or {}
         self.streams = Streams(train_ids.to(device), cfg.batch_size, cfg.seq_len, cfg.seed)
         self.val_ids = val_ids
         self.opt = make_optimizer(model, cfg)
         self.scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
         self.params = list(model.parameters())
-        self.ema = [p.detach().clone() for p in self.params] if cfg.ema else None
-        self._set_aside: list[torch.Tensor] | None = None  # the trained weights, while the average stands in
+        self.average = WeightAverage(self.params, cfg.ema)
         self.step = self.epoch = self.window = self.tokens = 0
-        self.elapsed_before = 0.0
         self.best_val = self.last_val = math.inf
-        self.state = model.init_state(cfg.batch_size // self.nproc, device)
+        self.state = model.init_state(cfg.batch_size // self.world.size, device)
+        self.clock = Clock()
+        self.signals = Signals()
+        self.stop_signal: int | None = None  # a signal any rank received, as agreed at the last step
         self.history: list[Event] = []
-        self._signal: int | None = None  # set by this process's signal handler
-        self._stop: int | None = None  # distributed: a signal any rank received, agreed at the last step
-        self._clock = 0.0  # distributed: rank 0's elapsed seconds, agreed at the last step
+        self.train_time, self.train_tokens = 0.0, 0  # throughput leaves evaluation out
         if resume is not None:
-            self._restore(resume)
+            restore(self, resume)
         else:
-            torch.manual_seed(cfg.seed + (world.rank if world is not None else 0))  # own dropout masks per rank
-        self._clock = self.elapsed_before
-        self.net = model
-        if world is not None:  # the wrapper averages gradients in backward(); rank 0's weights go to all
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    # -- state for --resume -------------------------------------------------------------------
-
-    def _resume_state(self) -> dict:
-        """Distributed: every rank must call this (it gathers), and rank 0's answer is the one to save."""
-        rng_cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        state = {
-            "step": self.step, "epoch": self.epoch, "window": self.window, "tokens": self.tokens,
-            "elapsed": self.elapsed(), "best_val": self.best_val, "last_val": self.last_val,
-            "optimizer": self.opt.state_dict(), "scaler": self.scaler.state_dict(),
-            "hidden": [s.detach().cpu().clone() for s in self.state],
-            "rng_cpu": torch.get_rng_state(), "rng_cuda": rng_cuda,
-        }
-        if self.ema is not None:  # the checkpoint's weights are the average; these are the ones being trained
-            state["raw_weights"] = [p.detach().cpu().clone() for p in self.raw_weights()]
-        if self.world is not None:  # the whole (layers, B, hidden) state, and each rank's random state
-            state["hidden"] = [torch.cat(distributed.gather(s, self.world), dim=1) for s in self.state]
-            state["processes"] = self.world.size
-            state["rng_cpu_ranks"] = distributed.gather(torch.get_rng_state(), self.world)
-            if rng_cuda is not None:
-                state["rng_cuda_ranks"] = distributed.gather(rng_cuda, self.world)
-        return state
-
-    def _restore(self, r: dict) -> None:
-        try:
-            self.step, self.epoch, self.window, self.tokens = r["step"], r["epoch"], r["window"], r["tokens"]
-            self.elapsed_before = float(r["elapsed"])
-            self.best_val, self.last_val = float(r["best_val"]), float(r["last_val"])
-            self.opt.load_state_dict(r["optimizer"])
-            self._restore_raw(r.get("raw_weights"))
-            if r.get("scaler"):
-                self.scaler.load_state_dict(r["scaler"])
-            hidden = tuple(h.to(self.device) for h in r["hidden"])  # (layers, B, hidden): all the streams
-            whole = self.model.init_state(self.cfg.batch_size, "meta")
-            if [tuple(h.shape) for h in hidden] != [tuple(s.shape) for s in whole]:
-                raise RnngenError("the resumed run's batch size differs from the checkpoint's; keep --batch-size")
-            self.state = tuple(h[:, self.rows].contiguous() for h in hidden)  # this rank's streams
-            self._restore_rng(r)
-        except (KeyError, TypeError, ValueError) as e:
-            raise RnngenError(f"the checkpoint's training state is damaged or incomplete ({e})") from e
-        for group in self.opt.param_groups:  # a resumed run may change the peak learning rate
-            group["lr"] = self.cfg.lr
-
-    def _restore_raw(self, raw: list | None) -> None:
-        """A run saved with averaging saved the average as its weights and the trained ones apart:
-        the average is taken back, and training goes on from the trained weights."""
-        with torch.no_grad():
-            for p, a in zip(self.params, self.ema or []):
-                a.copy_(p)
-            if raw is not None:
-                for p, w in zip(self.params, raw, strict=True):
-                    p.copy_(w)
-
-    def _restore_rng(self, r: dict) -> None:
-        """Each rank takes back its own random state when the process count is unchanged. With another
-        count, rank 0 takes the saved rank 0's and the others draw fresh seeds: the run then continues
-        statistically rather than bit for bit (and exactly where nothing is random, as with dropout 0)."""
-        rank = self.world.rank if self.world is not None else 0
-        cpu, cuda = r["rng_cpu"], r.get("rng_cuda")
-        if rank > 0:
-            same = len(r.get("rng_cpu_ranks") or []) == self.nproc
-            if not same:
-                torch.manual_seed(self.cfg.seed + 1_000_003 * self.step + rank)
-                return
-            cpu = r["rng_cpu_ranks"][rank]
-            cuda = (r.get("rng_cuda_ranks") or [None] * self.nproc)[rank]
-        torch.set_rng_state(cpu)
-        if cuda is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(cuda, self.device)
-
-    def train_info(self) -> dict:
-        return {
-            "config": asdict(self.cfg), "step": self.step, "epoch": self.epoch_position(),
-            "tokens": self.tokens, "elapsed": self.elapsed(), "val_loss": self.best_val,
-            "last_val_loss": self.last_val, "device": str(self.device), "processes": self.nproc,
-            "precision": precision_name(self.dtype), "rnngen": __version__, **self.meta,
-        }
-
-    # -- progress -------------------------------------------------------------------------------
-
-    def elapsed(self) -> float:
-        return self.elapsed_before + (time.monotonic() - self._t0 if hasattr(self, "_t0") else 0.0)
+            torch.manual_seed(cfg.seed + self.world.rank)  # own dropout masks per rank
+        self.clock.now = self.clock.before
+        self.net = self.world.wrap(model)
 
     def epoch_position(self) -> float:
         return self.epoch + self.window / self.streams.windows_per_epoch
 
-    def _now(self) -> float:
-        """The elapsed seconds that decisions use: distributed, rank 0's as agreed at the last step."""
-        return self.elapsed() if self.world is None else self._clock
-
     def progress(self) -> float:
-        cfg, parts = self.cfg, []
-        if cfg.max_steps:
-            parts.append(self.step / cfg.max_steps)
-        if cfg.max_time:
-            parts.append(self._now() / cfg.max_time)
-        if cfg.epochs:
-            parts.append(self.epoch_position() / cfg.epochs)
-        return min(1.0, max(parts))
+        return progress(self.cfg, self.step, self.clock.now, self.epoch_position())
 
-    def _eval_due(self) -> bool:
-        if self.cfg.eval_every:
-            return self.step % self.cfg.eval_every == 0
-        # Ten times per run, but never so often that validation takes over 5% of the time.
-        tenth = int(self.progress() * 10)
-        if tenth <= self._last_tenth:
-            return False
-        if self._now() - self._last_eval_end < 19 * self._eval_cost:
-            return False
-        self._last_tenth = tenth
-        return True
+    def train_info(self) -> dict:
+        return {
+            "config": asdict(self.cfg), "step": self.step, "epoch": self.epoch_position(),
+            "tokens": self.tokens, "elapsed": self.clock.elapsed(), "val_loss": self.best_val,
+            "last_val_loss": self.last_val, "device": str(self.device), "processes": self.world.size,
+            "precision": precision_name(self.dtype), "rnngen": __version__,
+        }
 
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self) -> Outcome:
-        self._t0 = time.monotonic()
-        handlers = self._install_signals()
+        self.clock.begin()
         try:
-            return self._loop()
+            with self.signals.caught():
+                return self._loop()
         finally:
-            for sig, old in handlers.items():
-                signal.signal(sig, old)
             self.net = self.model  # let the DDP wrapper go before the process group does (see distributed.shutdown)
 
-    def _install_signals(self) -> dict:
-        def on_signal(signum, frame):
-            if self._signal is not None:  # a second Ctrl-C: stop now, the last checkpoint stays
-                raise KeyboardInterrupt
-            self._signal = signum
-
-        handlers = {}
-        try:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                handlers[sig] = signal.signal(sig, on_signal)
-        except ValueError:  # not the main thread: leave signals alone
-            pass
-        return handlers
-
     def _loop(self) -> Outcome:
-        model, cfg, V = self.model, self.cfg, self.model.cfg.vocab_size
-        model.train()
-        self._last_tenth, self._last_eval_end, self._eval_cost = int(self.progress() * 10), -math.inf, 0.0
-        train_time, train_tokens, tokens_per_s = 0.0, 0, 0.0  # throughput excludes evaluation
-        loss_value = math.nan
+        self.timer = EvalTimer(self.cfg.eval_every, self.progress())
+        self.model.train()
+        event = None
         while self.progress() < 1.0:
             for x, y in self.streams.epoch(self.epoch, self.window):
-                x, y = x[self.rows], y[self.rows]  # (B/N, T): this rank's streams (all of them in one process)
-                t_step = time.monotonic()
-                lr = learning_rate(cfg, self.step, self.progress())
-                for group in self.opt.param_groups:
-                    group["lr"] = lr
-                with autocast(self.device, self.dtype):
-                    logits, state = self.net(x.long(), self.state)  # (B, T, V)
-                loss = F.cross_entropy(logits.float().view(-1, V), y.long().view(-1))
-                self.opt.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                self.scaler.unscale_(self.opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                self.scaler.step(self.opt)
-                self.scaler.update()
-                self._update_average()
-                self.state = tuple(s.detach() for s in state)
-
-                loss_value = loss.item()
-                if self.world is not None:
-                    loss_value = self._agree(loss_value)  # the mean over all streams, as one process sees it
-                if not math.isfinite(loss_value):
-                    self._fail_non_finite()
-                self.step += 1
-                self.window += 1
-                self.tokens += x.numel() * self.nproc
-                train_tokens += x.numel() * self.nproc
-                train_time += time.monotonic() - t_step
-                tokens_per_s = train_tokens / train_time
-
-                event = Event(self.step, self.epoch_position(), loss_value, lr, tokens_per_s,
-                              self.progress(), self.elapsed())
+                event = self._step(x[self.rows], y[self.rows])  # (B/N, T): this rank's streams
                 finished = event.progress >= 1.0
-                if finished or self._eval_due():
+                if finished or self.timer.due(self.step, event.progress, self.clock.now):
                     self._evaluate_and_save(event)
-                if self.main:
+                if self.world.main:
                     self.report(event)
-                if (self._signal if self.world is None else self._stop) is not None:
+                if self.world.stop_signal(self.stop_signal, self.signals.received) is not None:
                     self._stop_on_signal()
                 if finished:
                     break
             else:
                 self.epoch += 1
                 self.window = 0
-                self.state = model.init_state(cfg.batch_size // self.nproc, self.device)  # a new epoch starts cold
-        if self.step == 0 or not math.isfinite(self.last_val):
-            event = Event(self.step, self.epoch_position(), loss_value, 0.0, tokens_per_s, 1.0, self.elapsed())
+                self.state = self.model.init_state(self.cfg.batch_size // self.world.size, self.device)  # cold start
+        if self.step == 0 or not math.isfinite(self.last_val):  # nothing evaluated yet: evaluate and save now
+            loss, rate = (event.loss, event.tokens_per_s) if event else (math.nan, 0.0)
+            event = Event(self.step, self.epoch_position(), loss, 0.0, rate, 1.0, self.clock.elapsed())
             self._evaluate_and_save(event)
-            if self.main:
+            if self.world.main:
                 self.report(event)
-        return Outcome(self.step, self.best_val, self.last_val, self.elapsed(), self.tokens,
-                       self.best_path, self.last_path, self.history)
+        return Outcome(self.step, self.best_val, self.last_val, self.clock.elapsed(), self.tokens,
+                       self.saver.best_path, self.saver.last_path, self.history)
 
-    # -- weight averaging ---------------------------------------------------------------------
-
-    def _update_average(self) -> None:
-        """An exponential moving average of the weights; early on it forgets faster, so that the
-        random initial weights do not linger in it."""
-        if self.ema is not None:
-            decay = min(self.cfg.ema, (1 + self.step) / (10 + self.step))
-            with torch.no_grad():
-                torch._foreach_lerp_(self.ema, self.params, 1.0 - decay)
-
-    def raw_weights(self) -> list[torch.Tensor]:
-        """The weights being trained: inside `averaged()`, the ones set aside."""
-        return self._set_aside or self.params
-
-    @contextmanager
-    def averaged(self):
-        """Evaluate and save the averaged weights; the trained ones come back afterwards."""
-        if self.ema is None:
-            yield
-            return
-        with torch.no_grad():
-            self._set_aside = [p.detach().clone() for p in self.params]
-            for p, a in zip(self.params, self.ema):
-                p.copy_(a)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for p, w in zip(self.params, self._set_aside):
-                    p.copy_(w)
-            self._set_aside = None
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> Event:
+        """One optimisation step on this rank's windows x, y (B/N, T)."""
+        t0 = time.monotonic()
+        lr = learning_rate(self.cfg, self.step, self.progress())
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        with autocast(self.device, self.dtype):
+            logits, state = self.net(x.long(), self.state)  # (B, T, V)
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.long().view(-1))
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
+        torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.average.update(self.step)
+        self.state = tuple(s.detach() for s in state)
+        loss_value = self._agree(loss.item())  # the mean over all streams, as one process sees it
+        if not math.isfinite(loss_value):
+            self._fail_non_finite()
+        self.step += 1
+        self.window += 1
+        self.tokens += x.numel() * self.world.size
+        self.train_tokens += x.numel() * self.world.size
+        self.train_time += time.monotonic() - t0
+        return Event(self.step, self.epoch_position(), loss_value, lr, self.train_tokens / self.train_time,
+                     self.progress(), self.clock.elapsed())
 
     def _agree(self, loss: float) -> float:
         """One all-reduce a step: the mean loss, rank 0's clock, and a signal that reached any rank.
         A non-finite loss anywhere makes the mean non-finite, so every rank stops on it together."""
-        sig = self._signal
-        mine = [loss / self.nproc, self.elapsed() if self.main else 0.0,
+        sig = self.signals.received
+        mine = [loss / self.world.size, self.clock.elapsed() if self.world.main else 0.0,
                 float(sig == signal.SIGINT), float(sig is not None and sig != signal.SIGINT)]
-        mean, self._clock, interrupts, others = distributed.all_sum(mine, self.world)
+        mean, self.clock.now, interrupts, others = self.world.all_sum(mine)
         if others:
-            self._stop = int(signal.SIGTERM)
+            self.stop_signal = int(signal.SIGTERM)
         elif interrupts:
-            self._stop = int(signal.SIGINT)
+            self.stop_signal = int(signal.SIGINT)
         return mean
 
-    def _evaluate_and_save(self, event: Event) -> None:
-        with self.averaged():
-            self._evaluate_and_save_now(event)
+    # -- evaluating and saving ----------------------------------------------------------------
 
-    def _evaluate_and_save_now(self, event: Event) -> None:
-        t0 = time.monotonic()
-        val = math.nan
-        if self.main:  # distributed: validation runs once, on rank 0, with the unwrapped model
-            val = evaluate(self.model, self.val_ids, self.device, self.dtype, seq_len=max(self.cfg.seq_len, 128))
-            self.model.train()
-        if self.world is not None:  # every rank keeps rank 0's books, so their decisions stay the same
-            val, self._eval_cost, self._clock = distributed.broadcast([val, time.monotonic() - t0, self.elapsed()],
-                                                                      self.world)
-        self.last_val = val
-        improved = val < self.best_val
-        if improved:
-            self.best_val = val
-            if self.main:
-                checkpoint.save(checkpoint.make(self.model, self.codec, self.train_info()), self.best_path)
-        self._save_last()
+    def _evaluate_and_save(self, event: Event) -> None:
+        with self.average.averaged():
+            t0 = time.monotonic()
+            val = math.nan
+            if self.world.main:  # distributed: validation runs once, on rank 0, with the unwrapped model
+                val = evaluate(self.model, self.val_ids, self.device, self.dtype, seq_len=max(self.cfg.seq_len, 128))
+                self.model.train()
+            # every rank keeps rank 0's books, so that their decisions stay the same
+            val, cost, self.clock.now = self.world.broadcast([val, time.monotonic() - t0, self.clock.elapsed()])
+            self.last_val = val
+            improved = val < self.best_val
+            if improved:
+                self.best_val = val
+                if self.world.main:
+                    self.saver.best(self.model, self.train_info())
+            self._save_last()
         event.val_loss, event.best_val, event.saved = val, self.best_val, improved
-        self._last_eval_end = self._now()
-        if self.world is None:
-            self._eval_cost = time.monotonic() - t0
+        self.timer.done(self.clock.now, cost)
         self.history.append(event)
 
     def _save_last(self) -> None:
-        resume = self._resume_state()  # distributed: a collective, so on every rank
-        if self.main:
-            checkpoint.save(checkpoint.make(self.model, self.codec, self.train_info(), resume=resume), self.last_path)
+        resume = capture(self)  # distributed: a collective, so on every rank
+        if self.world.main:
+            self.saver.last(self.model, self.train_info(), resume)
 
     def _stop_on_signal(self) -> None:
-        with self.averaged():
+        with self.average.averaged():
             self._save_last()
-        raise Interrupted(self._signal if self.world is None else self._stop, self.step, self.last_path)
+        raise Interrupted(self.world.stop_signal(self.stop_signal, self.signals.received), self.step,
+                          self.saver.last_path)
 
     def _fail_non_finite(self) -> None:
-        kept = f"; the best checkpoint ({self.best_path}) is kept" if self.best_path.exists() else ""
+        path = self.saver.best_path
+        kept = f"; the best checkpoint ({path}) is kept" if path.exists() else ""
         raise RnngenError(f"the loss became non-finite at step {self.step + 1}; lower --lr or --grad-clip{kept}")

@@ -35,8 +35,8 @@ def free_port() -> int:
 def make_trainer(tmp_path, cfg, world=None, name="m.pt"):
     codec, ids = text_ids()
     train_ids, val_ids = split(ids, 0.1)
-    return Trainer(tiny_model(vocab=codec.vocab_size), codec, train_ids, val_ids, cfg, CPU, None, tmp_path / name,
-                   world=world)
+    return Trainer(tiny_model(vocab=codec.vocab_size), train_ids, val_ids, cfg, CPU, None,
+                   checkpoint.Saver(tmp_path / name, codec), world=world)
 
 
 def _rank(rank: int, port: int, tmp_path) -> None:
@@ -54,7 +54,7 @@ def _rank(rank: int, port: int, tmp_path) -> None:
 
         stopping = make_trainer(tmp_path, tiny_config(max_steps=100, eval_every=100), world, name="stop.pt")
         if rank == 1:
-            stopping._signal = signal.SIGTERM
+            stopping.signals.received = signal.SIGTERM
         try:
             stopping.run()
             stopped = None
@@ -62,7 +62,7 @@ def _rank(rank: int, port: int, tmp_path) -> None:
             stopped = (stop.step, stop.signum)
         torch.save({"weights": weights, "losses": losses, "stopped": stopped}, tmp_path / f"rank{rank}.pt")
     finally:
-        distributed.shutdown(world)
+        distributed.shutdown()
 
 
 def test_two_ranks_agree_and_match_one_process(tmp_path):

@@ -21,7 +21,7 @@ def make_trainer(tmp_path, cfg=None, resume=None, report=lambda e: None, name="m
         setattr(model.cfg, key, value)
     if resume is not None:
         model.load_state_dict(checkpoint.build_model(resume).state_dict())
-    return Trainer(model, codec, train_ids, val_ids, cfg or tiny_config(), CPU, None, tmp_path / name,
+    return Trainer(model, train_ids, val_ids, cfg or tiny_config(), CPU, None, checkpoint.Saver(tmp_path / name, codec),
                    report=report, resume=resume["resume"] if resume else None)
 
 
@@ -58,7 +58,7 @@ def test_resume_continues_exactly(tmp_path, ema, noise):
     def stop_at_5(event):
         first.append(event.loss)
         if event.step == 5:
-            trainer._signal = signal.SIGINT
+            trainer.signals.received = signal.SIGINT
 
     trainer = make_trainer(tmp_path, cfg, report=stop_at_5, name="cut.pt", **noise)
     with pytest.raises(Interrupted) as stop:

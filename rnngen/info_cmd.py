@@ -1,0 +1,69 @@
+"""`rnngen info`, `eval` and `stats`: what a checkpoint is, how well it predicts held-out data, and
+what a set of MIDI files holds. Each returns the text the command prints."""
+
+from __future__ import annotations
+
+import math
+
+from rnngen import checkpoint as ckpt_io
+from rnngen.config import format_duration
+
+LN2 = math.log(2)
+
+
+def info(name: str) -> str:
+    path = ckpt_io.resolve(name)
+    model, codec, ckpt = ckpt_io.load_model(path)
+    cfg, tr = model.cfg, ckpt.get("train", {})
+    lines = [
+        f"checkpoint  {path}",
+        f"kind        {codec.describe()}",
+        f"model       {cfg.cell} {cfg.layers} x {cfg.hidden}, embed {cfg.embed}, dropout {cfg.dropout}"
+        f"{f', weight drop {cfg.weight_drop}' if cfg.weight_drop else ''}"
+        f"{f', embedding dropout {cfg.embed_dropout}' if cfg.embed_dropout else ''}, {model.num_params():,} parameters",
+    ]
+    if tr:
+        c = tr.get("config", {})
+        lines += [
+            f"trained     {tr.get('step', '?')} steps, {tr.get('epoch', 0):.2f} epochs, "
+            f"{tr.get('tokens', 0):,} tokens in {format_duration(tr.get('elapsed', 0))} "
+            f"on {tr.get('device', '?')} ({tr.get('precision', '?')})",
+            f"settings    batch {c.get('batch_size')} x seq-len {c.get('seq_len')}, lr {c.get('lr')}, "
+            f"weight decay {c.get('weight_decay')}, seed {c.get('seed')}",
+            f"data        {_sources(c.get('sources', []))}",
+        ]
+        if "val_loss" in tr:
+            v = tr["val_loss"]
+            lines.append(f"validation  {v:.4f} nats/{codec.unit} ({v / LN2:.4f} bits/{codec.unit})")
+    lines.append(f"resumable   {'yes' if 'resume' in ckpt else 'no'}")
+    return "\n".join(lines)
+
+
+def _sources(names: list) -> str:
+    if len(names) > 3:  # a MIDI corpus is hundreds of files
+        return f"{', '.join(names[:2])}, ... ({len(names)} files)"
+    return ", ".join(names) or "?"
+
+
+def evaluate(name: str, files: list[str], device: str) -> str:
+    from rnngen.device import resolve_device, resolve_precision
+    from rnngen.kinds import kind_of
+    from rnngen.train import evaluate as loss_of
+
+    dev = resolve_device(device)
+    model, codec, _ = ckpt_io.load_model(name)
+    ids = kind_of(codec).load_eval(files, codec)
+    nats = loss_of(model.to(dev), ids, dev, resolve_precision("auto", dev))
+    unit = codec.unit
+    return (f"{nats:.4f} nats/{unit}  {nats / LN2:.4f} bits/{unit}  perplexity {math.exp(nats):.3f}  "
+            f"({len(ids):,} {unit}s)")
+
+
+def stats(files: list[str], drums: bool) -> str:
+    from rnngen.data import expand_sources
+    from rnngen.midi import read_pieces
+    from rnngen.midi_stats import measure, report
+
+    found = expand_sources(files)
+    pieces, _ = read_pieces(found, drums=drums)
+    return report(measure([p.notes for p in pieces]), len(found))

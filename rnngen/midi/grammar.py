@@ -1,0 +1,104 @@
+"""Grammar-masked sampling: which MIDI events may come next, so that every sample decodes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from rnngen.midi.codec import BOS, DUR, EOS, PITCH, SHIFT, VEL, MidiCodec
+from rnngen.sample import generate
+
+
+# Grammar states: what the last token was.
+START, AFTER_VEL, AFTER_PITCH, AFTER_DUR, AFTER_FULL_DUR, AFTER_SHIFT, AFTER_FULL_SHIFT, DONE = range(8)
+
+
+class Grammar:
+    """The `mask` for `generate()`: which tokens may come next in each row, so that every sample is
+    a well-formed, canonical piece (what `encode` would write for its own notes).
+
+    Per row it keeps the state (the last token's kind), the highest pitch of the current chord and
+    the velocity bin in force. Rules: a PITCH is followed by DURs; DUR and SHIFT repeat only after a
+    full-size token; inside a chord pitches rise; VEL only where it changes the velocity and a PITCH
+    can follow; EOS only after a complete note; after EOS only EOS; BOS never.
+    """
+
+    def __init__(self, codec: MidiCodec, batch: int, device: torch.device | str = "cpu"):
+        V, c = codec.vocab_size, codec
+        self.codec, self.device = codec, torch.device(device)
+        pitch, dur = slice(0, 128), slice(c.dur0, c.shift0)
+        shift, vel, eos = slice(c.shift0, c.vel0), slice(c.vel0, c.bos), c.eos
+        table = torch.zeros(8, V, dtype=torch.bool)
+        for state in (START, AFTER_SHIFT):
+            table[state, pitch] = table[state, vel] = True
+        table[START, shift] = True
+        table[AFTER_FULL_SHIFT] = table[AFTER_SHIFT]
+        table[AFTER_FULL_SHIFT, shift] = True
+        table[AFTER_VEL, pitch] = True
+        table[AFTER_PITCH, dur] = True
+        table[AFTER_DUR, pitch] = table[AFTER_DUR, vel] = table[AFTER_DUR, shift] = True
+        table[AFTER_DUR, eos] = True
+        table[AFTER_FULL_DUR] = table[AFTER_DUR]
+        table[AFTER_FULL_DUR, dur] = True
+        table[DONE, eos] = True
+        self.table = table.to(self.device)  # (8, V)
+        self.category, self.value = c.category.to(self.device), c.value.to(self.device)  # (V,)
+        self.pitches = torch.arange(128, device=self.device)
+        self.bins = torch.arange(c.velocity_bins, device=self.device)
+        self.state = torch.full((batch,), START, device=self.device)  # (B,)
+        self.chord_top = torch.full((batch,), -1, device=self.device)  # (B,) -1: no note at this onset yet
+        self.vel = torch.full((batch,), c.default_bin, device=self.device)  # (B,)
+
+    def feed(self, tokens: Sequence[int]) -> None:
+        """Advance every row through the same tokens (the prime)."""
+        for t in tokens:
+            self.advance(torch.full_like(self.state, int(t)))
+
+    def advance(self, tokens: torch.Tensor) -> None:
+        c = self.codec
+        tokens = tokens.to(self.device)
+        cat, val = self.category[tokens], self.value[tokens]  # (B,)
+        done = self.state == DONE
+        new = torch.full_like(self.state, START)
+        new = torch.where(cat == VEL, AFTER_VEL, new)
+        new = torch.where(cat == PITCH, AFTER_PITCH, new)
+        new = torch.where(cat == DUR, torch.where(val == c.max_dur, AFTER_FULL_DUR, AFTER_DUR), new)
+        new = torch.where(cat == SHIFT, torch.where(val == c.max_shift, AFTER_FULL_SHIFT, AFTER_SHIFT), new)
+        new = torch.where((cat == EOS) | done, DONE, new)
+        self.chord_top = torch.where(cat == PITCH, val, self.chord_top)
+        self.chord_top = torch.where((cat == SHIFT) | (cat == BOS), -1, self.chord_top)
+        self.vel = torch.where(cat == VEL, val, torch.where(cat == BOS, c.default_bin, self.vel))
+        self.state = new
+
+    def allowed(self) -> torch.Tensor:
+        c = self.codec
+        mask = self.table[self.state].clone()  # (B, V)
+        mask[:, :128] &= self.pitches > self.chord_top[:, None]  # (B, 128) chords rise
+        mask[:, c.vel0:c.bos] &= (self.bins != self.vel[:, None]) & (self.chord_top < 127)[:, None]
+        return mask
+
+    def __call__(self, last: torch.Tensor | None) -> torch.Tensor:
+        if last is not None:
+            self.advance(last)
+        return self.allowed()
+
+
+def sample_tokens(model, codec: MidiCodec, prime: Sequence[int], length: int, batch: int = 1,
+                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                  seed: int = 0, device: torch.device | None = None, precision: str = "auto",
+                  stepper=None) -> list[list[int]]:
+    """Each row's sampled tokens (the prime not included), up to and including its EOS."""
+    device = device or next(model.parameters()).device
+    grammar = Grammar(codec, batch, device)
+    grammar.feed(prime)
+    steps = []
+    ended = torch.zeros(batch, dtype=torch.bool, device=device)
+    for tokens in generate(model, list(prime), length, batch, temperature, top_k, top_p, seed, device,
+                           mask=grammar, stepper=stepper, precision=precision):
+        steps.append(tokens)
+        ended |= tokens == codec.eos
+        if bool(ended.all()):  # every row finished its piece: no need to run to `length`
+            break
+    rows = torch.stack(steps, dim=1).tolist()  # (B, T)
+    return [row[: row.index(codec.eos) + 1] if codec.eos in row else row for row in rows]

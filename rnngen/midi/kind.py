@@ -1,0 +1,70 @@
+"""MIDI as a kind of data: its corpus (whole pieces held out), held-out files for `eval`, and
+sampling (a .mid primer, grammar-masked generation, one .mid file per sample)."""
+
+from __future__ import annotations
+
+import torch
+
+from rnngen.config import SampleConfig, TrainConfig, TrainOptions
+from rnngen.data import expand_sources
+from rnngen.errors import RnngenError
+from rnngen.midi.codec import MidiCodec, Note
+from rnngen.midi.corpus import load_midi_corpus, load_midi_ids
+from rnngen.midi.files import DEFAULT_QPM, MidiError, midi_bytes, read_midi
+from rnngen.midi.grammar import sample_tokens
+from rnngen.output import output_paths, write_midi
+from rnngen.text import Corpus, Sampling
+
+
+class MidiKind:
+    name = "midi"
+    default_length = 2000  # events; a chorale is about 700
+
+    def load_corpus(self, sources: list[str], files: list, options: TrainOptions, cfg: TrainConfig,
+                    codec: MidiCodec | None) -> Corpus:
+        return Corpus(*load_midi_corpus(files, val_frac=cfg.val_frac, seed=cfg.seed, codec=codec,
+                                        drums=options.drums, transpose=cfg.transpose))
+
+    def load_eval(self, files: list[str], codec: MidiCodec) -> torch.Tensor:
+        return load_midi_ids(files, codec)
+
+    def sample(self, codec: MidiCodec, cfg: SampleConfig, run: Sampling) -> None:
+        """One .mid file per sample (or the first one's bytes on stdout)."""
+        if cfg.prime is not None:
+            raise RnngenError("this is a MIDI model: a prime must be a .mid file given with -f, not text with -p")
+        targets = output_paths(cfg.out, cfg.num_samples, f"{run.name}-{run.seed}")  # checked before the work
+        prime, primer = [codec.bos], None
+        if cfg.prime_file is not None:
+            try:
+                primer = read_midi(cfg.prime_file, codec.steps_per_quarter, codec.drums)
+            except MidiError as e:
+                raise RnngenError(f"the primer {cfg.prime_file} cannot be used: {e}") from None
+            prime = codec.encode(primer.notes)[:-1]  # the piece so far: everything but its EOS
+        rows = sample_tokens(run.model, codec, prime, run.length, cfg.num_samples, cfg.temperature, cfg.top_k,
+                             cfg.top_p, run.seed, run.device, stepper=run.step)
+        tempo = cfg.qpm or (primer.qpm if primer is not None and primer.qpm else DEFAULT_QPM)
+        pieces = [codec.decode(prime + row) for row in rows]
+        if primer is not None and not cfg.echo:
+            pieces = [_continuation(notes, len(codec.decode(prime))) for notes in pieces]
+        files = [midi_bytes(notes, codec.steps_per_quarter, tempo, cfg.program or 0) for notes in pieces]
+        given = f" ({len(primer.notes)} from the primer)" if primer is not None and cfg.echo else ""
+        described = [f"{len(notes)} notes{given}, {_beats(notes, codec):g} beats at {tempo:g} qpm"
+                     f"{'' if row and row[-1] == codec.eos else f', cut at -n {run.length}'}"
+                     for notes, row in zip(pieces, rows)]
+        write_midi(targets, files, described, cfg.quiet)
+
+
+def _beats(notes: list[Note], codec: MidiCodec) -> float:
+    return max((n.onset + n.dur for n in notes), default=0) / codec.steps_per_quarter
+
+
+def _continuation(notes: list[Note], given: int) -> list[Note]:
+    """The notes after the primer's first `given`, moved to start at 0 (for --no-echo). The
+    grammar puts every new note after the primer's in (onset, pitch) order: later, or higher in
+    the primer's last chord."""
+    new = notes[given:]
+    start = min((n.onset for n in new), default=0)
+    return [n._replace(onset=n.onset - start) for n in new]
+
+
+KIND = MidiKind()

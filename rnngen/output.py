@@ -1,0 +1,183 @@
+"""Writing samples: text streamed to stdout or a file (one sample, a batch, or JSON lines), and MIDI
+samples as .mid files (numbered files, a folder, or bytes on stdout). stdout carries samples only."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+import torch
+
+from rnngen.data import writable_folder
+from rnngen.errors import RnngenError
+from rnngen.sample import StopScanner
+
+
+def write_text(out: str | None, tokens: Iterable[torch.Tensor], codec, *, batch: int, prime: str, echo: bool,
+               stops: list[str], fmt: str, separator: str, seed: int, quiet: bool, length: int) -> None:
+    """Text samples to `out` (None or - for stdout): one streams as it is sampled, a batch is written
+    when it ends, jsonl as one object per sample."""
+    with _output(out) as stream:
+        if fmt == "jsonl":
+            _write_jsonl(stream, tokens, codec, batch, prime, stops, seed, quiet, length)
+        elif batch == 1:
+            _stream_one(stream, tokens, codec, prime if echo else "", stops)
+        else:
+            _write_batch(stream, tokens, codec, batch, prime if echo else "", stops, separator, quiet, length)
+
+
+@contextmanager
+def _output(out: str | None):
+    if out is None or out == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    path = Path(out)
+    writable_folder(path, "--out")
+    try:
+        f = open(path, "w", encoding="utf-8", newline="")
+    except OSError as e:
+        raise RnngenError(f"cannot write {out}: {e.strerror or e}") from e
+    with f:
+        yield f
+
+
+def _stream_one(stream: TextIO, tokens, codec, prime: str, stops: list[str]) -> None:
+    """One sample: each character is written and flushed as soon as it is sampled."""
+    scanner, chars = StopScanner(stops), codec.chars
+    written = prime  # the output's last character decides whether a final newline is needed
+    stream.write(prime)
+    for step in tokens:
+        text = scanner.feed(chars[int(step[0])])
+        if text:
+            stream.write(text)
+            stream.flush()
+            written = text
+        if scanner.stopped:
+            break
+    tail = scanner.flush()
+    stream.write(tail)
+    if not (tail or written).endswith("\n"):
+        stream.write("\n")
+    stream.flush()
+
+
+def _collect(tokens, codec, batch: int, stops: list[str], quiet: bool = False, length: int = 0):
+    """Run the batch to the end (or until every row hit a stop); (texts, counts, reasons) per row.
+
+    Tokens are read back from the device 64 steps at a time, so a GPU is not stalled every step.
+    """
+    scanners = [StopScanner(stops) for _ in range(batch)]
+    pieces: list[list[str]] = [[] for _ in range(batch)]
+    counts = [0] * batch
+    chars = codec.chars
+    with _progress(quiet or batch * length < 20_000, length, batch) as advance:
+        for block in _blocks(tokens, 64):
+            for step in block.tolist():  # (B,) per step
+                for row, tok in enumerate(step):
+                    s = scanners[row]
+                    if not s.stopped:
+                        counts[row] += 1
+                        pieces[row].append(s.feed(chars[tok]))
+            advance(len(block))
+            if all(s.stopped for s in scanners):
+                break
+    texts = ["".join(p) + s.flush() for p, s in zip(pieces, scanners)]
+    return texts, counts, ["stop" if s.stopped else "length" for s in scanners]
+
+
+def _blocks(tokens, size: int):
+    """Group per-step (B,) tensors into (n, B) blocks of up to `size` steps."""
+    block = []
+    for step in tokens:
+        block.append(step)
+        if len(block) == size:
+            yield torch.stack(block)
+            block = []
+    if block:
+        yield torch.stack(block)
+
+
+@contextmanager
+def _progress(off: bool, length: int, batch: int):
+    """A progress bar on stderr for long batched runs, only when stderr is a terminal."""
+    from rnngen.report import stderr_console
+
+    console = stderr_console()
+    if off or not console.is_terminal:
+        yield lambda n: None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn(f"[bold]sampling {batch} x {length}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, redirect_stdout=False, redirect_stderr=False, transient=True) as bar:
+        task = bar.add_task("sample", total=length)
+        yield lambda n: bar.advance(task, n)
+
+
+def _write_batch(stream: TextIO, tokens, codec, batch: int, prime: str, stops: list[str], separator: str,
+                 quiet: bool, length: int) -> None:
+    texts, _, _ = _collect(tokens, codec, batch, stops, quiet, length)
+    stream.write(separator.join(prime + t for t in texts))
+    stream.write("\n")
+
+
+def _write_jsonl(stream: TextIO, tokens, codec, batch: int, prime: str, stops: list[str], seed: int,
+                 quiet: bool, length: int) -> None:
+    texts, counts, reasons = _collect(tokens, codec, batch, stops, quiet, length)
+    for i, (text, count, reason) in enumerate(zip(texts, counts, reasons)):
+        record = {"index": i, "prime": prime, "text": text, "seed": seed, "tokens": count, "stop_reason": reason}
+        stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def write_midi(targets: list[Path] | None, files: Sequence[bytes], described: Sequence[str], quiet: bool) -> None:
+    """MIDI files to `targets` (from `output_paths`), saying on stderr what each holds; None: the
+    first file's bytes on stdout."""
+    if targets is None:  # -o -
+        sys.stdout.buffer.write(files[0])
+        sys.stdout.buffer.flush()
+        if len(files) > 1 and not quiet:
+            print(f"wrote sample 1 of {len(files)} to stdout (stdout holds one file; use -o FOLDER/ for all)",
+                  file=sys.stderr)
+        return
+    for path, data, what in zip(targets, files, described):
+        try:
+            path.write_bytes(data)
+        except OSError as e:
+            raise RnngenError(f"cannot write {path}: {e.strerror or e}") from None
+        if not quiet:
+            print(f"wrote {path}: {what}", file=sys.stderr)
+
+
+def output_paths(out: str | None, count: int, default_stem: str) -> list[Path] | None:
+    """Where samples go: None for stdout (`-`); a file, numbered files, or files in a folder.
+
+    No `-o`: the current folder, named after the model and seed, so that a file's name says how to
+    make it again. A folder (existing, or a path ending in /) gets sample.mid or sample-1.mid ...;
+    `x.mid` with several samples gets x-1.mid, x-2.mid ...
+    """
+    if out == "-":
+        if sys.stdout.isatty():
+            raise RnngenError("refusing to write binary MIDI to a terminal; pipe it (-o - | ...) or give -o FILE.mid")
+        return None
+    if out is None:
+        base = Path(f"{default_stem}.mid")
+    elif out.endswith(("/", "\\")) or Path(out).is_dir():
+        folder = Path(out).expanduser()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RnngenError(f"cannot make the folder {out}: {e.strerror or e}") from None
+        base = folder / "sample.mid"
+    else:
+        base = Path(out).expanduser()
+    writable_folder(base, "--out")
+    if count == 1:
+        return [base]
+    width = len(str(count))
+    return [base.with_name(f"{base.stem}-{i:0{width}d}{base.suffix}") for i in range(1, count + 1)]

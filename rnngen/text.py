@@ -1,0 +1,69 @@
+"""Text as a kind of data: its corpus (every source concatenated, the last `val_frac` held out),
+held-out data for `eval`, and sampling (a prime of text, samples streamed to stdout)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from rnngen.codec import TextCodec
+from rnngen.config import SampleConfig, TrainConfig, TrainOptions
+from rnngen.data import is_midi, load_text, read_text, split
+from rnngen.errors import RnngenError
+from rnngen.output import write_text
+from rnngen.sample import generate
+
+
+class Corpus(NamedTuple):
+    codec: object
+    train_ids: torch.Tensor  # (N,) compact ids
+    val_ids: torch.Tensor  # (M,)
+    names: list[str]  # the sources read, as the checkpoint records them
+
+
+class Sampling(NamedTuple):
+    """What the sample command resolved once, for the kind to sample with."""
+
+    model: torch.nn.Module
+    step: object  # the sampler's step (StepModel or Int8Step) at the resolved precision
+    device: torch.device
+    seed: int
+    length: int
+    name: str  # the model's name, for default file names
+
+
+class TextKind:
+    name = "text"
+    default_length = 500  # characters
+
+    def load_corpus(self, sources: list[str], files: list, options: TrainOptions, cfg: TrainConfig,
+                    codec: TextCodec | None) -> Corpus:
+        if cfg.transpose or options.drums is not None:
+            raise RnngenError("--transpose and --drums are for MIDI training, but the sources are text")
+        text, names = load_text(sources)
+        codec = codec or TextCodec.fit(text)
+        train_ids, val_ids = split(codec.encode_corpus(text), cfg.val_frac)  # names unseen characters
+        return Corpus(codec, train_ids, val_ids, names)
+
+    def load_eval(self, files: list[str], codec: TextCodec) -> torch.Tensor:
+        text, _ = load_text(files)
+        return codec.encode_corpus(text, "the evaluation text")
+
+    def sample(self, codec: TextCodec, cfg: SampleConfig, run: Sampling) -> None:
+        if cfg.qpm is not None or cfg.program is not None:
+            raise RnngenError(f"--qpm and --program are for MIDI models; {cfg.checkpoint} is a text model")
+        if cfg.prime_file is not None and cfg.prime_file != "-" and is_midi(Path(cfg.prime_file)):
+            raise RnngenError(f"{cfg.prime_file} is a MIDI file, but {cfg.checkpoint} is a text model; prime it with text")
+        prime = read_text(cfg.prime_file) if cfg.prime_file is not None else cfg.prime or ""
+        codec.check(prime, "the prime")
+        # With no prime, start as the model saw most text start: after a newline (not printed).
+        start = codec.encode(prime) if prime else [codec.index.get("\n", 0)]
+        tokens = generate(run.model, start, run.length, cfg.num_samples, cfg.temperature, cfg.top_k, cfg.top_p,
+                          run.seed, run.device, stepper=run.step)
+        write_text(cfg.out, tokens, codec, batch=cfg.num_samples, prime=prime, echo=cfg.echo, stops=cfg.stop,
+                   fmt=cfg.fmt, separator=cfg.separator, seed=run.seed, quiet=cfg.quiet, length=run.length)
+
+
+KIND = TextKind()
