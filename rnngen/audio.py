@@ -83,7 +83,10 @@ def _optional(module: str):
 def default_soundfont() -> Path:
     """TimGM6mb.sf2 from the installed pretty_midi wheel. `find_spec` locates the package without
     running it, so numpy and the rest of pretty_midi are not imported just to find a file."""
-    spec = importlib.util.find_spec("pretty_midi")
+    try:
+        spec = importlib.util.find_spec("pretty_midi")
+    except (ImportError, ValueError):  # ValueError: a module in sys.modules without a spec
+        spec = None
     if spec is None or not spec.submodule_search_locations:
         raise RnngenError(INSTALL_HINT)
     return Path(list(spec.submodule_search_locations)[0]) / "TimGM6mb.sf2"
