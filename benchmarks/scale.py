@@ -102,6 +102,12 @@ report(seconds=time.perf_counter() - t0, tokens=len(ids))
     return child(code, corpus)
 
 
+def python_and_torch() -> None:
+    """The floor every other row stands on: a Python that has imported torch and rnngen."""
+    got = child("import torch, rnngen.corpus_cache, rnngen.midi_cache\nreport(seconds=0.0)")
+    row("baseline: Python with torch and rnngen imported", None, got["VmHWM"])
+
+
 def bench_text(tmp: Path, gb: float, baseline: bool) -> None:
     corpus, cache = tmp / f"corpus-{gb:g}gb.txt", tmp / "cache"
     size = make_text_corpus(corpus, int(gb * 1e9))
@@ -220,6 +226,7 @@ def main() -> None:
     args = parser.parse_args()
     print("| what | time | peak memory | |\n| --- | --- | --- | --- |", flush=True)
     t0 = time.perf_counter()
+    python_and_torch()
     with tempfile.TemporaryDirectory(prefix="rnngen-scale-", dir=args.tmp) as tmp:
         if not args.skip_text:
             for gb in [float(g) for g in args.gb.split(",")]:

@@ -456,7 +456,7 @@ def _read_meta(meta_path: Path) -> dict | None:
 
 
 def _valid_entry(folder: Path, meta: dict, stats: list[list[int]], digest: str):
-    """(codec, ids, names, skipped) when the entry matches the sources, else None."""
+    """(codec, ids, indices of the files with text, skipped) when the entry matches, else None."""
     if meta.get("stats") != stats or meta.get("digest") != digest:
         return None
     try:
@@ -467,7 +467,7 @@ def _valid_entry(folder: Path, meta: dict, stats: list[list[int]], digest: str):
         ids = _open_ids(ids_path, n, dtype)
     except (OSError, RuntimeError, KeyError, TypeError, ValueError):  # damaged, or removed by a rebuild
         return None
-    return TextCodec(meta["chars"]), ids, meta["names"], meta["skipped"]
+    return TextCodec(meta["chars"]), ids, meta["texts"], meta["skipped"]
 
 
 def _remove_leftovers(folder: Path, key: str, keep: str) -> None:
@@ -498,7 +498,7 @@ def _write_json(path: Path, data: dict) -> None:
 
 def _build(folder: Path, key: str, files: list[Path], explicit: list[bool], given: TextCodec | None,
            stats: list[list[int]], digest: str | None, what: str, chunk_bytes: int):
-    """Encode the sources into a new entry; (codec, ids, names, skipped)."""
+    """Encode the sources into a new entry; (codec, ids, indices of the files with text, skipped)."""
     hashing = None
     if digest is None:  # hash in a thread while this one decodes: two cores, one pass of waiting
         result: dict[str, object] = {}
@@ -545,12 +545,13 @@ def _build(folder: Path, key: str, files: list[Path], explicit: list[bool], give
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    position = {p: i for i, p in enumerate(files)}
     meta = {"format": FORMAT_VERSION, "stats": stats, "digest": digest, "ids": ids_name,
             "dtype": str(encoder.dtype).removeprefix("torch."), "tokens": n, "chars": "".join(codec.chars),
-            "names": [str(p) for p in names], "skipped": skipped}
+            "texts": [position[p] for p in names], "skipped": skipped}
     _write_json(folder / f"{key}.json", meta)  # the commit point
     _remove_leftovers(folder, key, keep=ids_name)
-    return codec, _open_ids(folder / ids_name, n, encoder.dtype), meta["names"], skipped
+    return codec, _open_ids(folder / ids_name, n, encoder.dtype), meta["texts"], skipped
 
 
 def _say_skipped(lines: Sequence[str]) -> None:
@@ -586,7 +587,8 @@ def open_text_corpus(sources: Sequence[str], codec: TextCodec | None = None, cac
         entry = _valid_entry(folder, meta, stats, digest)
     if entry is None:
         entry = _build(folder, key, files, explicit, codec, stats, digest, what, chunk_bytes)
-    codec, ids, names, skipped = entry
+    codec, ids, texts, skipped = entry
+    names = [str(files[i]) for i in texts]  # as given this time (the key holds absolute paths)
     _say_skipped(skipped)
     if ids is None:
         raise RnngenError(f"no text found in {', '.join(sources)}" + (" (the input is empty)" if not skipped else ""))

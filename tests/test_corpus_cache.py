@@ -222,3 +222,12 @@ def test_ids_are_memory_mapped_and_work_with_split_and_streams(tmp_path):
     maps = Path("/proc/self/maps")
     if maps.exists():  # Linux: the token file is mapped, not read into memory
         assert any(line.endswith(".ids") for line in maps.read_text().splitlines())
+
+
+def test_names_are_given_as_this_run_gives_them(tmp_path, monkeypatch):
+    (tmp_path / "c.txt").write_text("abc\n", encoding="utf-8")
+    absolute = cached([tmp_path / "c.txt"], tmp_path / "cache")
+    monkeypatch.chdir(tmp_path)
+    relative = open_text_corpus(["c.txt"], cache_dir=tmp_path / "cache")
+    assert absolute[2] == [str(tmp_path / "c.txt")] and relative[2] == ["c.txt"]
+    same(relative, in_memory(["c.txt"]))
