@@ -49,6 +49,7 @@ def decoded(path: Path, chunk: int) -> str:
 def test_chunks_decode_as_the_whole_file(tmp_path, monkeypatch, chunk, dense):
     # dense: every chunk with two non-ASCII runs is decoded whole (the path for non-Latin text)
     monkeypatch.setattr(corpus_cache, "_RUNS_PER_BYTE", 0.0 if dense else 1.0)
+    monkeypatch.setattr(corpus_cache, "_DENSE_SHARE", 0.0 if dense else 2.0)
     path = tmp_path / "t.txt"
     for raw in [MIXED.encode(), b"\xef\xbb\xbf" + MIXED.encode(), b"a\r", b"\r\n", b"\xef\xbb\xbf", b"",
                 "é\r\nè".encode(), ("x" * 30 + "\r" * 5 + "\n" + "ÿ" * 9).encode()]:
@@ -63,6 +64,7 @@ def test_chunks_decode_as_the_whole_file(tmp_path, monkeypatch, chunk, dense):
        chunk=st.integers(1, 9), dense=st.booleans())
 def test_chunked_decoding_matches_decode_text_on_any_bytes(tmp_path, monkeypatch, raw, chunk, dense):
     monkeypatch.setattr(corpus_cache, "_RUNS_PER_BYTE", 0.0 if dense else 1.0)
+    monkeypatch.setattr(corpus_cache, "_DENSE_SHARE", 0.0 if dense else 2.0)
     path = tmp_path / "t.txt"
     path.write_bytes(raw)
     try:
