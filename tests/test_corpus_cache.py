@@ -233,3 +233,13 @@ def test_names_are_given_as_this_run_gives_them(tmp_path, monkeypatch):
     relative = open_text_corpus(["c.txt"], cache_dir=tmp_path / "cache")
     assert absolute[2] == [str(tmp_path / "c.txt")] and relative[2] == ["c.txt"]
     same(relative, in_memory(["c.txt"]))
+
+
+def test_the_default_cache_folder_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("RNNGEN_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert corpus_cache.default_cache_dir() == tmp_path / "xdg" / "rnngen"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert corpus_cache.default_cache_dir() == Path.home() / ".cache" / "rnngen"
+    monkeypatch.setenv("RNNGEN_CACHE_DIR", str(tmp_path / "mine"))
+    assert corpus_cache.default_cache_dir() == tmp_path / "mine"
