@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from rnngen import __version__
 from rnngen.checkpoint import Saver
 from rnngen.config import TrainConfig
-from rnngen.data import Streams, eval_windows
+from rnngen.data import Streams, eval_windows, row_windows
 from rnngen.device import precision_name
 from rnngen.distributed import OneProcess, World
 from rnngen.errors import RnngenError
@@ -63,17 +63,28 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
+class EvaluationStopped(Exception):
+    """`should_stop` said so between two windows: no loss figure (a partial mean would mislead)."""
+
+
 @torch.no_grad()
 def evaluate(model: RNNModel, ids: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None,
-             batch: int = 64, seq_len: int = 256) -> float:
-    """Mean cross-entropy in nats per token over `ids`, reading it as parallel streams from a zero state."""
+             batch: int = 64, seq_len: int = 256, should_stop: Callable[[], bool] | None = None) -> float:
+    """Mean cross-entropy in nats per token over `ids`, reading it as parallel streams from a zero state.
+    `ids` 2-D (K, S) (see `data.val_sample`): its rows are the streams."""
     was_training = model.training
     model.eval()
     ids = ids.to(device)
-    # Long streams: each one starts cold, so fewer, longer streams measure the model more fairly.
-    batch = max(1, min(batch, len(ids) // 2048))
+    if ids.dim() == 2:
+        windows = row_windows(ids, seq_len)
+    else:
+        # Long streams: each one starts cold, so fewer, longer streams measure the model more fairly.
+        windows = eval_windows(ids, max(1, min(batch, len(ids) // 2048)), seq_len)
     total, count, state = 0.0, 0, None
-    for x, y in eval_windows(ids, batch, seq_len):
+    for x, y in windows:
+        if should_stop is not None and should_stop():
+            model.train(was_training)
+            raise EvaluationStopped
         with autocast(device, dtype):
             logits, state = model(x.long(), state)
         total += F.cross_entropy(logits.float().flatten(0, 1), y.long().flatten(), reduction="sum").item()
