@@ -104,7 +104,7 @@ report(seconds=time.perf_counter() - t0, tokens=len(ids))
 
 def python_and_torch() -> None:
     """The floor every other row stands on: a Python that has imported torch and rnngen."""
-    got = child("import torch, rnngen.corpus_cache, rnngen.midi_cache\nreport(seconds=0.0)")
+    got = child("import torch, rnngen.corpus_cache, rnngen.midi.cache\nreport(seconds=0.0)")
     row("baseline: Python with torch and rnngen imported", None, got["VmHWM"])
 
 
@@ -189,7 +189,7 @@ if sys.argv[2] == '-':
     from rnngen.midi import read_pieces
     pieces, names = read_pieces(files)
 else:
-    from rnngen.midi_cache import read_pieces_cached
+    from rnngen.midi.cache import read_pieces_cached
     pieces, names = read_pieces_cached(files, cache_dir=sys.argv[2], workers=int(sys.argv[3]) or None)
 report(seconds=time.perf_counter() - t0, pieces=len(pieces), notes=sum(len(p.notes) for p in pieces))
 """

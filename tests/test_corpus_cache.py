@@ -12,9 +12,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rnngen import corpus_cache
+from rnngen import cache, corpus_cache, textscan
 from rnngen.codec import TextCodec
-from rnngen.corpus_cache import decoded_pieces, open_text_corpus, piece_text
+from rnngen.corpus_cache import open_text_corpus
+from rnngen.textscan import decoded_pieces, piece_text
 from rnngen.data import decode_text, load_text
 from rnngen.errors import RnngenError
 
@@ -48,8 +49,8 @@ def decoded(path: Path, chunk: int) -> str:
 @pytest.mark.parametrize("dense", [False, True])
 def test_chunks_decode_as_the_whole_file(tmp_path, monkeypatch, chunk, dense):
     # dense: every chunk with two non-ASCII runs is decoded whole (the path for non-Latin text)
-    monkeypatch.setattr(corpus_cache, "_RUNS_PER_BYTE", 0.0 if dense else 1.0)
-    monkeypatch.setattr(corpus_cache, "_DENSE_SHARE", 0.0 if dense else 2.0)
+    monkeypatch.setattr(textscan, "_RUNS_PER_BYTE", 0.0 if dense else 1.0)
+    monkeypatch.setattr(textscan, "_DENSE_SHARE", 0.0 if dense else 2.0)
     path = tmp_path / "t.txt"
     for raw in [MIXED.encode(), b"\xef\xbb\xbf" + MIXED.encode(), b"a\r", b"\r\n", b"\xef\xbb\xbf", b"",
                 "é\r\nè".encode(), ("x" * 30 + "\r" * 5 + "\n" + "ÿ" * 9).encode()]:
@@ -63,8 +64,8 @@ def test_chunks_decode_as_the_whole_file(tmp_path, monkeypatch, chunk, dense):
                     max_size=24).map(b"".join),
        chunk=st.integers(1, 9), dense=st.booleans())
 def test_chunked_decoding_matches_decode_text_on_any_bytes(tmp_path, monkeypatch, raw, chunk, dense):
-    monkeypatch.setattr(corpus_cache, "_RUNS_PER_BYTE", 0.0 if dense else 1.0)
-    monkeypatch.setattr(corpus_cache, "_DENSE_SHARE", 0.0 if dense else 2.0)
+    monkeypatch.setattr(textscan, "_RUNS_PER_BYTE", 0.0 if dense else 1.0)
+    monkeypatch.setattr(textscan, "_DENSE_SHARE", 0.0 if dense else 2.0)
     path = tmp_path / "t.txt"
     path.write_bytes(raw)
     try:
@@ -188,7 +189,7 @@ def test_an_interrupted_build_leaves_no_valid_looking_entry(tmp_path, monkeypatc
     def killed(*args, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(corpus_cache, "_write_json", killed)  # after the token file, before the metadata
+    monkeypatch.setattr(corpus_cache, "write_json", killed)  # after the token file, before the metadata
     with pytest.raises(KeyboardInterrupt):
         cached([path], tmp_path / "cache", chunk_bytes=8)
     folder = tmp_path / "cache" / "text"
@@ -238,8 +239,8 @@ def test_names_are_given_as_this_run_gives_them(tmp_path, monkeypatch):
 def test_the_default_cache_folder_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("RNNGEN_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert corpus_cache.default_cache_dir() == tmp_path / "xdg" / "rnngen"
+    assert cache.default_cache_dir() == tmp_path / "xdg" / "rnngen"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert corpus_cache.default_cache_dir() == Path.home() / ".cache" / "rnngen"
+    assert cache.default_cache_dir() == Path.home() / ".cache" / "rnngen"
     monkeypatch.setenv("RNNGEN_CACHE_DIR", str(tmp_path / "mine"))
-    assert corpus_cache.default_cache_dir() == tmp_path / "mine"
+    assert cache.default_cache_dir() == tmp_path / "mine"

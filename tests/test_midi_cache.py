@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from rnngen import midi_cache
+from rnngen.midi import cache as midi_cache
 from rnngen.errors import RnngenError
 from rnngen.midi import read_pieces
-from rnngen.midi_cache import parse_files, read_pieces_cached
+from rnngen.midi.cache import parse_files, read_pieces_cached
 
 CHORALES = Path(__file__).resolve().parents[1] / "corpora" / "bach-chorales"
 

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import torch
 
-from rnngen.corpus_cache import _remove_leftovers, cache_folder, content_digest, file_stats, tensor_bytes
+from rnngen.cache import cache_folder, content_digest, file_stats, remove_leftovers, tensor_bytes
 from rnngen.errors import RnngenError
-from rnngen.midi import STEPS_PER_QUARTER, MidiError, Note, Piece, read_midi
+from rnngen.midi.codec import STEPS_PER_QUARTER, Note
+from rnngen.midi.files import MidiError, Piece, read_midi
 
 FORMAT_VERSION = 1
 CHUNK_FILES = 64  # files sent to a worker at a time: few enough round trips, an even spread
@@ -194,7 +195,7 @@ def load_packed(files: Sequence[Path | str], steps_per_quarter: int = STEPS_PER_
         packed.update(format=FORMAT_VERSION, stats=stats, digest=content_digest(files))
         if file_stats(files) == stats:  # a file changed while it was read: do not keep what was read
             _save_entry(path, packed)
-            _remove_leftovers(folder, key, keep=path.name)
+            remove_leftovers(folder, key, keep=path.name)
     return packed
 
 
