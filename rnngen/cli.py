@@ -208,6 +208,7 @@ def train(
     force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint at --out.")] = False,
     resume: Annotated[Optional[str], typer.Option(help="Continue a run exactly from its .last.pt checkpoint.", show_default=False)] = None,
     init_from: Annotated[Optional[str], typer.Option(help="Start from a checkpoint's weights (fine-tuning).", show_default=False)] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Keep read corpora here, so that the next run on the same files starts at once; safe to delete. (default: $RNNGEN_CACHE_DIR, else ~/.cache/rnngen)", show_default=False)] = None,
     device: DeviceOpt = "auto",
     precision: Annotated[Precision, typer.Option(help="auto: bf16 where the hardware is fast at it, else fp32.")] = Precision.auto,
     seed: SeedOpt = None,

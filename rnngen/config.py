@@ -80,6 +80,7 @@ class TrainOptions:
     resume: str | None = None
     init_from: str | None = None
     drums: bool | None = None
+    cache_dir: Path | None = None  # where read corpora are kept (rnngen/cache.py); None: the default
     device: str = "auto"
     precision: str = "auto"
     log: Path | None = None

@@ -172,3 +172,38 @@ def eval_windows(ids: torch.Tensor, batch: int, seq_len: int) -> Iterator[tuple[
     y = ids[1 : batch * span + 1].view(batch, span)
     for i in range(0, span, seq_len):
         yield x[:, i : i + seq_len], y[:, i : i + seq_len]
+
+
+# Validation is capped at this many tokens: 64 streams of 2,048. Tiny shakespeare's validation
+# split (111,540 chars) is below it, so its figures stay full passes; on a large corpus one
+# evaluation of the default 2 x 512 LSTM stays a few seconds (benchmarks/scale.py measures both).
+VAL_CAP = 131_072
+VAL_STREAMS = 64
+
+
+def val_sample(ids: torch.Tensor, cap: int | None = VAL_CAP, seed: int = 0,
+               streams: int = VAL_STREAMS) -> torch.Tensor:
+    """At most `cap` validation tokens, the same ones every time for the same ids and seed.
+
+    `ids` itself (a full pass) when it holds no more than `cap` tokens or `cap` is None. Otherwise
+    (streams, cap // streams + 1) rows: the ids cut into `streams` equal strata, one segment at a
+    seeded place in each (stratified, so the sample spreads over the whole split and segments
+    never overlap). `evaluate` reads the rows as parallel streams from a zero state, as it reads a
+    full pass; only the sampled pages of a memory-mapped corpus are touched.
+    """
+    n = len(ids)
+    if cap is None or n <= cap:
+        return ids
+    streams = max(1, min(streams, cap))
+    length = cap // streams  # tokens predicted per stream
+    stratum = n // streams  # >= length, since n > cap >= streams * length
+    g = torch.Generator().manual_seed(seed)
+    starts = torch.arange(streams) * stratum + torch.randint(0, max(1, stratum - length), (streams,), generator=g)
+    return torch.stack([ids[s : s + length + 1] for s in starts.tolist()])  # (K, L + 1)
+
+
+def row_windows(rows: torch.Tensor, seq_len: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Windows over streams already cut, (K, S) -> (K, <=seq_len) inputs and next-token targets."""
+    x, y = rows[:, :-1], rows[:, 1:]  # (K, S - 1)
+    for i in range(0, x.shape[1], seq_len):
+        yield x[:, i : i + seq_len], y[:, i : i + seq_len]

@@ -1,4 +1,5 @@
-"""Text as a kind of data: its corpus (every source concatenated, the last `val_frac` held out),
+"""Text as a kind of data: its corpus (every source concatenated, the last `val_frac` held out, read
+through the cache of rnngen/corpus_cache.py),
 held-out data for `eval`, and sampling (a prime of text, samples streamed to stdout)."""
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import torch
 
 from rnngen.codec import TextCodec
 from rnngen.config import SampleConfig, TrainConfig, TrainOptions
-from rnngen.data import is_midi, load_text, read_text, split
+from rnngen.corpus_cache import open_text_corpus
+from rnngen.data import is_midi, read_text, split
 from rnngen.errors import RnngenError
 from rnngen.output import write_text
 from rnngen.sample import generate
@@ -42,14 +44,12 @@ class TextKind:
                     codec: TextCodec | None) -> Corpus:
         if cfg.transpose or options.drums is not None:
             raise RnngenError("--transpose and --drums are for MIDI training, but the sources are text")
-        text, names = load_text(sources)
-        codec = codec or TextCodec.fit(text)
-        train_ids, val_ids = split(codec.encode_corpus(text), cfg.val_frac)  # names unseen characters
+        codec, ids, names = open_text_corpus(sources, codec, options.cache_dir)  # names unseen characters
+        train_ids, val_ids = split(ids, cfg.val_frac)
         return Corpus(codec, train_ids, val_ids, names)
 
     def load_eval(self, files: list[str], codec: TextCodec) -> torch.Tensor:
-        text, _ = load_text(files)
-        return codec.encode_corpus(text, "the evaluation text")
+        return open_text_corpus(files, codec, what="the evaluation text")[1]
 
     def sample(self, codec: TextCodec, cfg: SampleConfig, run: Sampling) -> None:
         if cfg.qpm is not None or cfg.program is not None:

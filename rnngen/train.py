@@ -21,22 +21,20 @@ import signal
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from rnngen import __version__
 from rnngen.checkpoint import Saver
 from rnngen.config import TrainConfig
-from rnngen.data import Streams, eval_windows
-from rnngen.device import precision_name
+from rnngen.data import Streams, eval_windows, row_windows, val_sample
 from rnngen.distributed import OneProcess, World
 from rnngen.errors import RnngenError
 from rnngen.model import RNNModel
 from rnngen.train_parts import Clock, EvalTimer, Event, Signals, WeightAverage, progress
-from rnngen.train_state import capture, restore
+from rnngen.train_state import capture, info, restore
 
 
 class Interrupted(Exception):
@@ -63,17 +61,28 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
+class EvaluationStopped(Exception):
+    """`should_stop` said so between two windows: no loss figure (a partial mean would mislead)."""
+
+
 @torch.no_grad()
 def evaluate(model: RNNModel, ids: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None,
-             batch: int = 64, seq_len: int = 256) -> float:
-    """Mean cross-entropy in nats per token over `ids`, reading it as parallel streams from a zero state."""
+             batch: int = 64, seq_len: int = 256, should_stop: Callable[[], bool] | None = None) -> float:
+    """Mean cross-entropy in nats per token over `ids`, reading it as parallel streams from a zero state.
+    `ids` 2-D (K, S) (see `data.val_sample`): its rows are the streams."""
     was_training = model.training
     model.eval()
     ids = ids.to(device)
-    # Long streams: each one starts cold, so fewer, longer streams measure the model more fairly.
-    batch = max(1, min(batch, len(ids) // 2048))
+    if ids.dim() == 2:
+        windows = row_windows(ids, seq_len)
+    else:
+        # Long streams: each one starts cold, so fewer, longer streams measure the model more fairly.
+        windows = eval_windows(ids, max(1, min(batch, len(ids) // 2048)), seq_len)
     total, count, state = 0.0, 0, None
-    for x, y in eval_windows(ids, batch, seq_len):
+    for x, y in windows:
+        if should_stop is not None and should_stop():
+            model.train(was_training)
+            raise EvaluationStopped
         with autocast(device, dtype):
             logits, state = model(x.long(), state)
         total += F.cross_entropy(logits.float().flatten(0, 1), y.long().flatten(), reduction="sum").item()
@@ -118,6 +127,7 @@ class Trainer:
         self.device, self.dtype, self.report = device, dtype, report
         self.streams = Streams(train_ids.to(device), cfg.batch_size, cfg.seq_len, cfg.seed)
         self.val_ids = val_ids
+        self.val_sample = val_sample(val_ids, seed=cfg.seed)  # the same windows at every evaluation
         self.opt = make_optimizer(model, cfg)
         self.scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
         self.params = list(model.parameters())
@@ -142,14 +152,6 @@ class Trainer:
 
     def progress(self) -> float:
         return progress(self.cfg, self.step, self.clock.now, self.epoch_position())
-
-    def train_info(self) -> dict:
-        return {
-            "config": asdict(self.cfg), "step": self.step, "epoch": self.epoch_position(),
-            "tokens": self.tokens, "elapsed": self.clock.elapsed(), "val_loss": self.best_val,
-            "last_val_loss": self.last_val, "device": str(self.device), "processes": self.world.size,
-            "precision": precision_name(self.dtype), "rnngen": __version__,
-        }
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -236,33 +238,52 @@ class Trainer:
     def _evaluate_and_save(self, event: Event) -> None:
         with self.average.averaged():
             t0 = time.monotonic()
-            val = math.nan
-            if self.world.main:  # distributed: validation runs once, on rank 0, with the unwrapped model
-                val = evaluate(self.model, self.val_ids, self.device, self.dtype, seq_len=max(self.cfg.seq_len, 128))
-                self.model.train()
+            val, stopped = self._validate()
             # every rank keeps rank 0's books, so that their decisions stay the same
-            val, cost, self.clock.now = self.world.broadcast([val, time.monotonic() - t0, self.clock.elapsed()])
+            val, cost, self.clock.now, stopped = self.world.broadcast(
+                [val, time.monotonic() - t0, self.clock.elapsed(), stopped])
+            if stopped:  # a signal came during validation: save where the run is, without a figure
+                self.stop_signal = int(stopped)
+                self._save_last()
+                raise self._interrupted()
             self.last_val = val
             improved = val < self.best_val
             if improved:
                 self.best_val = val
                 if self.world.main:
-                    self.saver.best(self.model, self.train_info())
+                    self.saver.best(self.model, info(self))
             self._save_last()
         event.val_loss, event.best_val, event.saved = val, self.best_val, improved
         self.timer.done(self.clock.now, cost)
         self.history.append(event)
 
+    def _validate(self) -> tuple[float, int]:
+        """(loss, 0), or (nan, the signal) when one arrived while validating; rank 0 validates, with
+        the unwrapped model, and the others wait for its figure."""
+        if not self.world.main:
+            return math.nan, 0
+        try:
+            val = evaluate(self.model, self.val_sample, self.device, self.dtype, seq_len=max(self.cfg.seq_len, 128),
+                           should_stop=lambda: self.signals.received is not None)
+        except EvaluationStopped:
+            return math.nan, int(self.signals.received)
+        finally:
+            self.model.train()
+        return val, 0
+
     def _save_last(self) -> None:
         resume = capture(self)  # distributed: a collective, so on every rank
         if self.world.main:
-            self.saver.last(self.model, self.train_info(), resume)
+            self.saver.last(self.model, info(self), resume)
 
     def _stop_on_signal(self) -> None:
         with self.average.averaged():
             self._save_last()
-        raise Interrupted(self.world.stop_signal(self.stop_signal, self.signals.received), self.step,
-                          self.saver.last_path)
+        raise self._interrupted()
+
+    def _interrupted(self) -> Interrupted:
+        return Interrupted(self.world.stop_signal(self.stop_signal, self.signals.received), self.step,
+                           self.saver.last_path)
 
     def _fail_non_finite(self) -> None:
         path = self.saver.best_path

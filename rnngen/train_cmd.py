@@ -15,7 +15,7 @@ import torch
 
 from rnngen import checkpoint, distributed
 from rnngen.config import ModelConfig, Plan, TrainConfig, TrainOptions, format_duration, plan
-from rnngen.data import detect_kind, expand_sources, writable_folder
+from rnngen.data import VAL_CAP, detect_kind, expand_sources, writable_folder
 from rnngen.device import precision_name, resolve_precision
 from rnngen.errors import RnngenError
 from rnngen.codec import codec_from_dict
@@ -145,6 +145,7 @@ def _out_path(options: TrainOptions, sources: list[str], check: bool = True) -> 
 
 def _header(model: RNNModel, cfg: TrainConfig, corpus, dtype, world: distributed.World) -> str:
     m, unit, names = model.cfg, corpus.codec.unit + "s", corpus.names
+    sampled = f" ({VAL_CAP:,} of them, the same each time, score an evaluation)" if len(corpus.val_ids) > VAL_CAP else ""
     src = names[0] if len(names) == 1 else f"{len(names)} files"
     stops = [s for s in (f"{cfg.max_steps} steps" if cfg.max_steps else "",
                          format_duration(cfg.max_time) if cfg.max_time else "",
@@ -156,7 +157,7 @@ def _header(model: RNNModel, cfg: TrainConfig, corpus, dtype, world: distributed
                  f"= {world.size} x {cfg.batch_size // world.size} streams")
     return (
         f"training {m.cell} {m.layers} x {m.hidden} ({model.num_params() / 1e6:.2f}M parameters) on {src}: "
-        f"{len(corpus.train_ids):,} train / {len(corpus.val_ids):,} validation {unit}, vocabulary {m.vocab_size}\n"
+        f"{len(corpus.train_ids):,} train / {len(corpus.val_ids):,} validation {unit}{sampled}, vocabulary {m.vocab_size}\n"
         f"{batch} x seq-len {cfg.seq_len}, lr {cfg.lr:g}, dropout {m.dropout:g}"
         f"{f', weight drop {m.weight_drop:g}' if m.weight_drop else ''}"
         f"{f', embedding dropout {m.embed_dropout:g}' if m.embed_dropout else ''}, weight decay {cfg.weight_decay:g}"

@@ -1,11 +1,26 @@
-"""What `--resume` needs beyond the weights: the position in the data, the optimiser, the hidden
+"""What a checkpoint holds about the run, and what `--resume` needs beyond the weights: the position in the data, the optimiser, the hidden
 state of every stream and the random state, taken from a Trainer and put back into a new one."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import torch
 
+from rnngen import __version__
+from rnngen.device import precision_name
 from rnngen.errors import RnngenError
+
+
+def info(trainer) -> dict:
+    """What a checkpoint says about the run that made it (`rnngen info` shows it)."""
+    t = trainer
+    return {
+        "config": asdict(t.cfg), "step": t.step, "epoch": t.epoch_position(),
+        "tokens": t.tokens, "elapsed": t.clock.elapsed(), "val_loss": t.best_val,
+        "last_val_loss": t.last_val, "device": str(t.device), "processes": t.world.size,
+        "precision": precision_name(t.dtype), "rnngen": __version__,
+    }
 
 
 def capture(trainer) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -24,6 +25,12 @@ def make_text(n_lines: int = 400, seed: int = 0) -> str:
         lines.append(" ".join(rng.choice(words) for _ in range(rng.randint(3, 8))) + ".")
         lines.append("")
     return "\n".join(lines)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_in_a_temporary_folder(tmp_path_factory):
+    """Corpora read by the tests are cached in a folder of their own, never the user's cache."""
+    os.environ["RNNGEN_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture

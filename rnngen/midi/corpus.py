@@ -13,6 +13,7 @@ import torch
 from rnngen.codec import compact_dtype
 from rnngen.errors import RnngenError
 from rnngen.midi.codec import STEPS_PER_QUARTER, MidiCodec, Note, transposed
+from rnngen.midi.cache import read_pieces_cached
 from rnngen.midi.files import MidiError, Piece, read_midi
 
 
@@ -38,7 +39,7 @@ def _ids(codec: MidiCodec, pieces: Sequence[Sequence[Note]]) -> torch.Tensor:
 
 
 def load_midi_corpus(files: Sequence[Path | str], val_frac: float, seed: int, codec: MidiCodec | None = None,
-                     drums: bool | None = None, transpose: int = 0):
+                     drums: bool | None = None, transpose: int = 0, cache_dir: Path | str | None = None):
     """(codec, train_ids, val_ids, names). Validation holds out whole pieces, a seeded choice of
     about `val_frac` of them; `transpose` adds copies of each training piece moved by up to that
     many semitones either way (validation stays as written)."""
@@ -49,7 +50,7 @@ def load_midi_corpus(files: Sequence[Path | str], val_frac: float, seed: int, co
     elif drums is not None and drums != codec.drums:
         raise RnngenError(f"--drums cannot change here: the model was trained "
                           f"{'with' if codec.drums else 'without'} drums")
-    pieces, names = read_pieces(files, codec.steps_per_quarter, codec.drums)
+    pieces, names = read_pieces_cached(files, codec.steps_per_quarter, codec.drums, cache_dir)
     if len(pieces) < 2:
         raise RnngenError("MIDI training needs at least two readable files: validation holds out whole pieces")
     rng = random.Random(seed)
@@ -75,5 +76,5 @@ def load_midi_ids(files: Sequence[str | Path], codec: MidiCodec) -> torch.Tensor
     """Held-out MIDI files (folders searched) as one id tensor, for `rnngen eval`."""
     from rnngen.data import expand_sources
 
-    pieces, _ = read_pieces(expand_sources([str(f) for f in files]), codec.steps_per_quarter, codec.drums)
+    pieces, _ = read_pieces_cached(expand_sources([str(f) for f in files]), codec.steps_per_quarter, codec.drums)
     return _ids(codec, [p.notes for p in pieces])

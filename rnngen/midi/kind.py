@@ -23,7 +23,7 @@ class MidiKind:
     def load_corpus(self, sources: list[str], files: list, options: TrainOptions, cfg: TrainConfig,
                     codec: MidiCodec | None) -> Corpus:
         return Corpus(*load_midi_corpus(files, val_frac=cfg.val_frac, seed=cfg.seed, codec=codec,
-                                        drums=options.drums, transpose=cfg.transpose))
+                                        drums=options.drums, transpose=cfg.transpose, cache_dir=options.cache_dir))
 
     def load_eval(self, files: list[str], codec: MidiCodec) -> torch.Tensor:
         return load_midi_ids(files, codec)

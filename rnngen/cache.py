@@ -1,0 +1,120 @@
+"""The cache folder that corpora are kept in once read (token files of text corpora, parsed MIDI
+folders), and what tells a valid entry from a stale one: the sources' sizes and mtimes, then a
+SHA-256 of their bytes. Files are written to a temporary name and renamed, so that a killed run
+never leaves an entry that looks valid.
+
+The folder is `--cache-dir`, else `$RNNGEN_CACHE_DIR`, else `$XDG_CACHE_HOME/rnngen`, else
+`~/.cache/rnngen`; deleting it is always safe (the next run reads its sources again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from rnngen.errors import RnngenError
+
+HASH_BLOCK = 1 << 24  # the digest hashes 16 MiB blocks, two threads at once (hashlib drops the GIL)
+STALE_TEMP_S = 3600  # temporary files untouched this long are leftovers of a killed build
+
+
+def default_cache_dir() -> Path:
+    """`$RNNGEN_CACHE_DIR`, else `$XDG_CACHE_HOME/rnngen`, else `~/.cache/rnngen`."""
+    if os.environ.get("RNNGEN_CACHE_DIR"):
+        return Path(os.environ["RNNGEN_CACHE_DIR"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "rnngen"
+
+
+def cache_folder(cache_dir: Path | str | None, kind: str) -> Path:
+    """`<cache_dir>/<kind>`, made if missing; a folder that cannot be made is a one-line error."""
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    folder = folder / kind
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RnngenError(f"cannot make the cache folder {folder}: {e.strerror or e}") from None
+    return folder
+
+
+def file_stats(files: Sequence[Path]) -> list[list[int]]:
+    """[size, mtime_ns] of each file: the cheap half of the staleness check."""
+    stats = []
+    for f in files:
+        try:
+            st = os.stat(f)
+        except OSError as e:
+            raise RnngenError(f"cannot read {f}: {e.strerror or e}") from None
+        stats.append([st.st_size, st.st_mtime_ns])
+    return stats
+
+
+def content_digest(files: Sequence[Path], workers: int = 2, block: int = HASH_BLOCK) -> str:
+    """SHA-256 over every file's bytes, hashed as 16 MiB blocks in `workers` threads.
+
+    Measured on this project's 2-core machine: sha256 0.8 GB/s per core (sha1 0.7, md5 0.5,
+    blake2b 0.3); reopening the cache of 1 GB took 0.5-1.4 s with two threads, of 4 GB 3.2 s.
+    """
+    jobs = [(i, f, off) for i, f in enumerate(files) for off in range(0, max(os.path.getsize(f), 1), block)]
+
+    def hash_block(job: tuple[int, Path, int]) -> bytes:
+        _, path, off = job
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(off)
+                return hashlib.sha256(fh.read(block)).digest()
+        except OSError as e:
+            raise RnngenError(f"cannot read {path}: {e.strerror or e}") from None
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        digests = list(pool.map(hash_block, jobs))
+    total = hashlib.sha256()
+    last = -1
+    for (i, _, _), d in zip(jobs, digests):
+        if i != last:  # a file boundary: blocks of different files never run together
+            total.update(b"\x00file" + i.to_bytes(8, "little"))
+            last = i
+        total.update(d)
+    return total.hexdigest()
+
+
+def tensor_bytes(t: torch.Tensor) -> bytearray:
+    """A tensor's raw bytes (one copy; torch has no buffer protocol without numpy)."""
+    out = bytearray(t.numel() * t.element_size())
+    if out:
+        torch.frombuffer(out, dtype=t.dtype).copy_(t.reshape(-1))
+    return out
+
+
+def remove_leftovers(folder: Path, key: str, keep: str) -> None:
+    """Token files of this entry's older builds, and temporary files of killed builds."""
+    now = time.time()
+    for p in folder.iterdir():
+        try:
+            if p.name.startswith(f"{key}-") and p.suffix == ".ids" and p.name != keep:
+                p.unlink()
+            elif p.name.startswith(".tmp-") and now - p.stat().st_mtime > STALE_TEMP_S:
+                p.unlink()
+        except OSError:
+            pass
+
+
+def write_json(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
