@@ -76,6 +76,13 @@ def _optional(module: str):
         raise RnngenError(INSTALL_HINT) from None
 
 
+def require(soundfont: str | Path | None = None) -> Path:
+    """Fail now, in one line, if audio cannot be made later: the synthesizer missing, or the
+    SoundFont; the SoundFont's path when all is there."""
+    _optional("midirenderer")
+    return resolve_soundfont(soundfont)
+
+
 # --------------------------------------------------------------------------------------------------
 # the SoundFont
 
@@ -260,6 +267,9 @@ def write_audio(path: str | Path, audio: Audio) -> Path:
     except OSError as e:
         raise RnngenError(f"cannot write {path}: {e.strerror or e}") from None
     try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; an audio file gets the usual mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)

@@ -117,6 +117,8 @@ class SampleConfig:
     out: str | None = None
     qpm: float | None = None
     program: int | None = None
+    audio: bool = False  # MIDI: a .wav beside each .mid
+    soundfont: str | None = None  # for audio; None: $RNNGEN_SOUNDFONT, else the audio extra's own
     device: str = "auto"
     precision: str = "auto"
     quiet: bool = False

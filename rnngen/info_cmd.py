@@ -4,8 +4,10 @@ what a set of MIDI files holds. Each returns the text the command prints."""
 from __future__ import annotations
 
 import math
+import sys
 
 from rnngen import checkpoint as ckpt_io
+from rnngen.chart import chart_or_line
 from rnngen.config import format_duration
 
 LN2 = math.log(2)
@@ -35,6 +37,8 @@ def info(name: str) -> str:
         if "val_loss" in tr:
             v = tr["val_loss"]
             lines.append(f"validation  {v:.4f} nats/{codec.unit} ({v / LN2:.4f} bits/{codec.unit})")
+        if tr.get("val_history"):
+            lines.append(chart_or_line(tr["val_history"], sys.stdout.isatty()))
     lines.append(f"resumable   {'yes' if 'resume' in ckpt else 'no'}")
     return "\n".join(lines)
 

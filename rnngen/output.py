@@ -1,5 +1,6 @@
 """Writing samples: text streamed to stdout or a file (one sample, a batch, or JSON lines), and MIDI
-samples as .mid files (numbered files, a folder, or bytes on stdout). stdout carries samples only."""
+samples as .mid files, audio or piano rolls (numbered files, a folder, or .mid bytes on stdout).
+stdout carries samples only."""
 
 from __future__ import annotations
 
@@ -135,9 +136,27 @@ def _write_jsonl(stream: TextIO, tokens, codec, batch: int, prime: str, stops: l
         stream.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def write_midi(targets: list[Path] | None, files: Sequence[bytes], described: Sequence[str], quiet: bool) -> None:
-    """MIDI files to `targets` (from `output_paths`), saying on stderr what each holds; None: the
-    first file's bytes on stdout."""
+AUDIO, PICTURES = (".wav", ".flac"), (".png", ".svg", ".pdf")
+
+
+def check_midi_targets(targets: list[Path] | None, audio: bool, soundfont: str | None) -> None:
+    """Before any sampling: the optional packages that writing to `targets` needs are there."""
+    suffixes = {p.suffix.lower() for p in targets or []}
+    if audio or suffixes & set(AUDIO):
+        from rnngen.audio import require
+
+        require(soundfont)
+    if suffixes & set(PICTURES):
+        from rnngen.plot import require
+
+        require()
+
+
+def write_midi(targets: list[Path] | None, files: Sequence[bytes], described: Sequence[str], quiet: bool,
+               audio: bool = False, soundfont: str | None = None) -> None:
+    """MIDI samples to `targets` (from `output_paths`), each as its extension says: .mid, audio
+    (.wav, .flac) or a piano roll (.png, .svg, .pdf); with `audio`, a .wav beside each .mid too.
+    Each written file is named on stderr; None: the first file's MIDI bytes on stdout."""
     if targets is None:  # -o -
         sys.stdout.buffer.write(files[0])
         sys.stdout.buffer.flush()
@@ -146,12 +165,29 @@ def write_midi(targets: list[Path] | None, files: Sequence[bytes], described: Se
                   file=sys.stderr)
         return
     for path, data, what in zip(targets, files, described):
+        written = [_write_as(path, data, soundfont)]
+        if audio and path.suffix.lower() not in AUDIO + PICTURES:
+            written.append(_write_as(path.with_suffix(".wav"), data, soundfont))
+        if not quiet:
+            print(f"wrote {' and '.join(map(str, written))}: {what}", file=sys.stderr)
+
+
+def _write_as(path: Path, data: bytes, soundfont: str | None) -> Path:
+    suffix = path.suffix.lower()
+    if suffix in AUDIO:
+        from rnngen.audio import render_file
+
+        render_file(data, path, soundfont)
+    elif suffix in PICTURES:
+        from rnngen.plot import piano_roll
+
+        piano_roll([data], path)
+    else:
         try:
             path.write_bytes(data)
         except OSError as e:
             raise RnngenError(f"cannot write {path}: {e.strerror or e}") from None
-        if not quiet:
-            print(f"wrote {path}: {what}", file=sys.stderr)
+    return path
 
 
 def output_paths(out: str | None, count: int, default_stem: str) -> list[Path] | None:

@@ -34,6 +34,11 @@ def _matplotlib():
     return Figure, FigureCanvasAgg
 
 
+def require() -> None:
+    """Fail now, in one line, if pictures cannot be drawn later."""
+    _matplotlib()
+
+
 def _check_out(out: Path) -> Path:
     out = Path(out)
     if out.suffix.lower() not in FORMATS:

@@ -52,8 +52,9 @@ class TextKind:
         return open_text_corpus(files, codec, what="the evaluation text")[1]
 
     def sample(self, codec: TextCodec, cfg: SampleConfig, run: Sampling) -> None:
-        if cfg.qpm is not None or cfg.program is not None:
-            raise RnngenError(f"--qpm and --program are for MIDI models; {cfg.checkpoint} is a text model")
+        if cfg.qpm is not None or cfg.program is not None or cfg.audio or cfg.soundfont is not None:
+            raise RnngenError(f"--qpm, --program, --audio and --soundfont are for MIDI models; "
+                              f"{cfg.checkpoint} is a text model")
         if cfg.prime_file is not None and cfg.prime_file != "-" and is_midi(Path(cfg.prime_file)):
             raise RnngenError(f"{cfg.prime_file} is a MIDI file, but {cfg.checkpoint} is a text model; prime it with text")
         prime = read_text(cfg.prime_file) if cfg.prime_file is not None else cfg.prime or ""

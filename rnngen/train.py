@@ -135,10 +135,10 @@ class Trainer:
         self.step = self.epoch = self.window = self.tokens = 0
         self.best_val = self.last_val = math.inf
         self.state = model.init_state(cfg.batch_size // self.world.size, device)
-        self.clock = Clock()
-        self.signals = Signals()
+        self.clock, self.signals = Clock(), Signals()
         self.stop_signal: int | None = None  # a signal any rank received, as agreed at the last step
         self.history: list[Event] = []
+        self.val_history: list[list[float]] = []  # [step, loss] of every evaluation, across resumes
         self.train_time, self.train_tokens = 0.0, 0  # throughput leaves evaluation out
         if resume is not None:
             restore(self, resume)
@@ -247,6 +247,7 @@ class Trainer:
                 self._save_last()
                 raise self._interrupted()
             self.last_val = val
+            self.val_history.append([self.step, val])
             improved = val < self.best_val
             if improved:
                 self.best_val = val

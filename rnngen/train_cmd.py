@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from rnngen import checkpoint, distributed
+from rnngen.chart import chart_or_line
 from rnngen.config import ModelConfig, Plan, TrainConfig, TrainOptions, format_duration, plan
 from rnngen.data import VAL_CAP, detect_kind, expand_sources, writable_folder
 from rnngen.device import precision_name, resolve_precision
@@ -83,6 +84,7 @@ def _run(options: TrainOptions, world: distributed.World) -> int:
     unit = corpus.codec.unit
     reporter.say(f"done: {outcome.steps} steps in {format_duration(outcome.elapsed)}; best validation loss "
                  f"{outcome.best_val:.4f} nats/{unit} ({outcome.best_val / math.log(2):.4f} bits/{unit})")
+    reporter.say(chart_or_line(trainer.val_history, reporter.console.is_terminal))
     reporter.say(f"saved {outcome.best_path} (best) and {outcome.last_path} (resumable)")
     reporter.say(f"sample with: rnngen sample {outcome.best_path}")
     return 0

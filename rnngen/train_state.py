@@ -19,7 +19,7 @@ def info(trainer) -> dict:
         "config": asdict(t.cfg), "step": t.step, "epoch": t.epoch_position(),
         "tokens": t.tokens, "elapsed": t.clock.elapsed(), "val_loss": t.best_val,
         "last_val_loss": t.last_val, "device": str(t.device), "processes": t.world.size,
-        "precision": precision_name(t.dtype), "rnngen": __version__,
+        "precision": precision_name(t.dtype), "rnngen": __version__, "val_history": [list(p) for p in t.val_history],
     }
 
 
@@ -35,6 +35,7 @@ def capture(trainer) -> dict:
         "hidden": [torch.cat(world.gather(s), dim=1) for s in t.state],
         "rng_cpu": torch.get_rng_state(), "rng_cuda": rng_cuda,
         "processes": world.size, "rng_cpu_ranks": world.gather(torch.get_rng_state()),
+        "val_history": [list(p) for p in t.val_history],
     }
     if rng_cuda is not None:
         state["rng_cuda_ranks"] = world.gather(rng_cuda)
@@ -50,6 +51,7 @@ def restore(trainer, r: dict) -> None:
         t.clock.before = float(r["elapsed"])
         t.best_val, t.last_val = float(r["best_val"]), float(r["last_val"])
         t.opt.load_state_dict(r["optimizer"])
+        t.val_history = [list(p) for p in r.get("val_history", [])]  # older checkpoints lack it
         t.average.restore(r.get("raw_weights"))
         if r.get("scaler"):
             t.scaler.load_state_dict(r["scaler"])

@@ -12,7 +12,7 @@ from rnngen.midi.codec import MidiCodec, Note
 from rnngen.midi.corpus import load_midi_corpus, load_midi_ids
 from rnngen.midi.files import DEFAULT_QPM, MidiError, midi_bytes, read_midi
 from rnngen.midi.grammar import sample_tokens
-from rnngen.output import output_paths, write_midi
+from rnngen.output import check_midi_targets, output_paths, write_midi
 from rnngen.text import Corpus, Sampling
 
 
@@ -33,6 +33,7 @@ class MidiKind:
         if cfg.prime is not None:
             raise RnngenError("this is a MIDI model: a prime must be a .mid file given with -f, not text with -p")
         targets = output_paths(cfg.out, cfg.num_samples, f"{run.name}-{run.seed}")  # checked before the work
+        check_midi_targets(targets, cfg.audio, cfg.soundfont)
         prime, primer = [codec.bos], None
         if cfg.prime_file is not None:
             try:
@@ -51,7 +52,7 @@ class MidiKind:
         described = [f"{len(notes)} notes{given}, {_beats(notes, codec):g} beats at {tempo:g} qpm"
                      f"{'' if row and row[-1] == codec.eos else f', cut at -n {run.length}'}"
                      for notes, row in zip(pieces, rows)]
-        write_midi(targets, files, described, cfg.quiet)
+        write_midi(targets, files, described, cfg.quiet, cfg.audio, cfg.soundfont)
 
 
 def _beats(notes: list[Note], codec: MidiCodec) -> float:
