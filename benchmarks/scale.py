@@ -4,6 +4,7 @@
     python benchmarks/scale.py --gb 1,4              # memory must not grow with the corpus
     python benchmarks/scale.py --skip-midi --baseline   # also the in-memory path (slow: ~1 min/GB)
     python benchmarks/scale.py --skip-text --skip-midi --eval   # validation cost of a 2 x 512 LSTM
+    python benchmarks/scale.py --skip-text --skip-midi --train --gb 1,4   # rnngen train end to end
 
 Every measurement runs in a fresh subprocess that reports its own time and peak resident memory
 (VmHWM); big files live in a temporary folder that is deleted at the end. Each part is a small
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -130,6 +133,74 @@ def bench_text(tmp: Path, gb: float, baseline: bool) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# rnngen train, end to end
+
+
+def train_until(corpus: Path, cache: Path, out: Path, steps_after: int = 3) -> dict:
+    """`rnngen train CORPUS` with the 10-minute defaults: seconds from start to its first step, then
+    peak memory (VmHWM) after `steps_after` more steps, when it is stopped with SIGINT."""
+    cmd = [sys.executable, "-m", "rnngen", "train", str(corpus), "--max-time", "10m", "--eval-every", "1000000",
+           "--out", str(out), "--force", "--cache-dir", str(cache)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    first, step = None, 0
+    for line in proc.stderr:
+        if line.startswith("step "):
+            first = first or time.perf_counter() - t0
+            step = int(line.split()[1])
+            if step > steps_after:
+                break
+    peak = vm_hwm(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    proc.stderr.read()
+    proc.wait(timeout=300)
+    return {"first_step": first, "VmHWM": peak, "steps": step}
+
+
+def vm_hwm(pid: int) -> float | None:
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def train_rate(corpus: Path, cache: Path, out: Path, steps: int) -> float:
+    """The trainer's characters/s over `steps` steps of the 10-minute defaults (validation left out)."""
+    log = out.with_suffix(".jsonl")
+    log.unlink(missing_ok=True)
+    subprocess.run([sys.executable, "-m", "rnngen", "train", str(corpus), "--max-steps", str(steps), "--layers", "2",
+                    "--hidden", "512", "--batch-size", "64", "--seq-len", "128", "--eval-every", "1000000",
+                    "--out", str(out), "--force", "--cache-dir", str(cache), "--log", str(log), "-q"],
+                   cwd=ROOT, check=True)
+    return json.loads(log.read_text().splitlines()[-1])["tokens_per_s"]
+
+
+def bench_train(tmp: Path, gbs: list[float], rate_steps: int) -> None:
+    cache, out = tmp / "train-cache", tmp / "m.pt"
+    for gb in gbs:
+        corpus = tmp / f"train-{gb:g}gb.txt"
+        size = make_text_corpus(corpus, int(gb * 1e9))
+        label = f"rnngen train, {size / 1e9:.2f} GB"
+        for run in ("first run", "second run (cached)"):
+            got = train_until(corpus, cache, out)
+            row(f"{label}, {run}: to the first step; peak memory after {got['steps']} steps", got["first_step"],
+                got["VmHWM"])
+        if rate_steps:
+            big, small = [], []
+            for _ in range(2):  # interleaved: a busy moment hits both alike
+                big.append(train_rate(corpus, cache, out, rate_steps))
+                small.append(train_rate(SHAKESPEARE, cache, out, rate_steps))
+            row(f"{label}: training speed against tiny shakespeare, {rate_steps} steps, best of 2", None, None,
+                f"{max(big):,.0f} against {max(small):,.0f} chars/s: {max(big) / max(small):.3f}")
+        corpus.unlink()
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------
 # validation
 
 
@@ -220,6 +291,8 @@ def main() -> None:
     parser.add_argument("--baseline", action="store_true", help="also time the in-memory text path")
     parser.add_argument("--eval", action="store_true", help="time one capped validation of a 2 x 512 LSTM")
     parser.add_argument("--cap", type=int, default=None, help="validation cap (default: data.VAL_CAP)")
+    parser.add_argument("--train", action="store_true", help="also run rnngen train end to end on each size")
+    parser.add_argument("--rate-steps", type=int, default=20, help="with --train: steps to compare training speed")
     parser.add_argument("--skip-text", action="store_true")
     parser.add_argument("--skip-midi", action="store_true")
     parser.add_argument("--tmp", default=None, help="folder for the temporary files (default: the system's)")
@@ -231,6 +304,8 @@ def main() -> None:
         if not args.skip_text:
             for gb in [float(g) for g in args.gb.split(",")]:
                 bench_text(Path(tmp), gb, args.baseline)
+        if args.train:
+            bench_train(Path(tmp), [float(g) for g in args.gb.split(",")], args.rate_steps)
         if args.eval:
             from rnngen.data import VAL_CAP
 
