@@ -107,14 +107,20 @@ def remove_leftovers(folder: Path, key: str, keep: str) -> None:
             pass
 
 
-def write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+def write_atomic(path: Path, write, suffix: str = "") -> None:
+    """`write(f)` into a temporary file beside `path`, on disk (fsync) before it is renamed over
+    `path`: a reader sees the old file or the new one, and a killed run leaves only a `.tmp-` file."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_atomic(path, lambda f: f.write(json.dumps(data).encode("utf-8")), ".json")

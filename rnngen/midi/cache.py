@@ -5,7 +5,7 @@ Here the files are parsed by a process pool in chunks (the results, their order 
 about skipped files are those of `midi.read_pieces`), and the notes are cached as one int32 tensor
 with offsets, saved with `torch.save` as plain tensors and lists and loaded with
 `weights_only=True`. An entry is trusted only when the files' paths, sizes, mtimes and SHA-256
-(see `corpus_cache.content_digest`) match; it is written to a temporary file and renamed.
+(see `rnngen.cache`) match; it is written to a temporary file and renamed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import math
 import multiprocessing as mp
 import os
 import sys
-import tempfile
 from array import array
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from rnngen.cache import cache_folder, content_digest, file_stats, remove_leftovers, tensor_bytes
+from rnngen.cache import cache_folder, content_digest, file_stats, remove_leftovers, tensor_bytes, write_atomic
 from rnngen.errors import RnngenError
 from rnngen.midi.codec import STEPS_PER_QUARTER, Note
 from rnngen.midi.files import MidiError, Piece, read_midi
@@ -164,19 +163,6 @@ def _load_entry(path: Path, stats: list[list[int]], files: Sequence[Path]) -> di
     return packed
 
 
-def _save_entry(path: Path, packed: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(packed, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def load_packed(files: Sequence[Path | str], steps_per_quarter: int = STEPS_PER_QUARTER, drums: bool = False,
                 cache_dir: Path | str | None = None, workers: int | None = None,
                 progress: bool | None = None) -> dict:
@@ -194,7 +180,7 @@ def load_packed(files: Sequence[Path | str], steps_per_quarter: int = STEPS_PER_
         packed = pack(parse_files(files, steps_per_quarter, drums, workers, progress), files)
         packed.update(format=FORMAT_VERSION, stats=stats, digest=content_digest(files))
         if file_stats(files) == stats:  # a file changed while it was read: do not keep what was read
-            _save_entry(path, packed)
+            write_atomic(path, lambda f: torch.save(packed, f), ".pt")
             remove_leftovers(folder, key, keep=path.name)
     return packed
 
