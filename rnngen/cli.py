@@ -151,6 +151,15 @@ rate = _check(lambda v: 0 <= v < 1, "in [0, 1)")
 share = _check(lambda v: 0 < v < 1, "between 0 and 1")
 
 
+def _parts_option(value: Optional[str]) -> Optional[str]:
+    from rnngen.midi.parts import parts_setting  # the rule lives beside the part table
+
+    try:
+        return parts_setting(value)
+    except RnngenError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
 def _seconds(value: Optional[str]) -> Optional[float]:
     """--max-time as seconds."""
     from rnngen.config import parse_duration
@@ -203,6 +212,7 @@ def train(
     val_frac: Annotated[Optional[float], typer.Option(callback=share, help="Share held out for validation (text: the end of the corpus; MIDI: whole files). (default: 0.1)", show_default=False)] = None,
     transpose: Annotated[Optional[int], typer.Option(min=0, max=12, help="MIDI: also train on each training piece moved by up to N semitones up and down. (default: 0)", show_default=False)] = None,
     drums: Annotated[Optional[bool], typer.Option("--drums/--no-drums", help="MIDI: keep channel 10 (drums) as notes. (default: skip it)", show_default=False)] = None,
+    parts: Annotated[Optional[str], typer.Option(callback=_parts_option, help="MIDI: tracks: each track (each channel of a type 0 file) is a part, written back as its own track; merge: one stream, one piano track; NAME,NAME,...: only the tracks so named, as parts in that order. (default: tracks)", show_default=False)] = None,
     eval_every: Annotated[Optional[int], typer.Option(callback=positive, help="Validate every N steps. (default: ten times per run)", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Best checkpoint; the resumable one goes beside it as NAME.last.pt. (default: checkpoints/<source>.pt)", show_default=False)] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint at --out.")] = False,

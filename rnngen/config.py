@@ -80,6 +80,7 @@ class TrainOptions:
     resume: str | None = None
     init_from: str | None = None
     drums: bool | None = None
+    parts: str | None = None  # MIDI: "tracks" (each track a part), "merge" (one stream) or track names
     device: str = "auto"
     precision: str = "auto"
     log: Path | None = None
