@@ -129,7 +129,7 @@ class PartTable:
         """Roles for a corpus (pieces with `.parts` and `.notes`), as the module docstring says."""
         names = Counter(key for piece in pieces for key in {(name_key(p.name), p.drums) for p in piece.parts}
                         if key[0])
-        keep = {k for k, c in names.items() if c >= max(2, NAMED_SHARE * len(pieces))}
+        keep = {k for k, c in names.items() if c >= NAMED_SHARE * len(pieces)}
         spelled: dict[tuple, Counter] = {}  # role -> (name as written, program) -> parts
         pitch_sum: Counter = Counter()
         pitch_count: Counter = Counter()
