@@ -69,16 +69,14 @@ def _names(setting: str) -> set[str]:
 
 
 def _role_notes(codec: MidiCodec, pieces: list[Piece], names: list[str]):
-    """Each piece's notes by role; a piece left with none (no part the model keeps) is skipped."""
-    kept, kept_names = [], []
+    """(each piece's notes by role, the names of the pieces that have any): a piece left with no
+    notes (no part the model keeps) is listed on stderr and has [] here."""
+    out = []
     for piece, name in zip(pieces, names):
-        notes = codec.notes_of(piece)
-        if notes:
-            kept.append(notes)
-            kept_names.append(name)
-        else:
+        out.append(codec.notes_of(piece))
+        if not out[-1]:
             print(f"skipped {name}: none of its parts is one of --parts {codec.parts_setting()}", file=sys.stderr)
-    return kept, kept_names
+    return out, [n for n, notes in zip(names, out) if notes]
 
 
 def load_midi_corpus(files: Sequence[Path | str], val_frac: float, seed: int, codec: MidiCodec | None = None,
@@ -95,17 +93,20 @@ def load_midi_corpus(files: Sequence[Path | str], val_frac: float, seed: int, co
     if codec is None:
         settings = {} if base is None else {k: v for k, v in base.to_dict().items() if k != "type"}
         codec = MidiCodec(**{**settings, "drums": keep_drums, "parts": parts_table(parts, pieces)})
-    pieces, names = _role_notes(codec, pieces, names)
     if len(pieces) < 2:
         raise RnngenError("MIDI training needs at least two readable files: validation holds out whole pieces")
+    # Held out among the files read, before parts are chosen, so that the same files are held out
+    # whatever --parts keeps (a file left with no part it keeps drops out of its side of the split).
     rng = random.Random(seed)
     n_val = min(len(pieces) - 1, max(1, round(val_frac * len(pieces))))
     val_index = set(rng.sample(range(len(pieces)), n_val))
-    val = [p for i, p in enumerate(pieces) if i in val_index]
+    notes, names = _role_notes(codec, pieces, names)
+    val = [p for i, p in enumerate(notes) if i in val_index and p]
+    pieces = [p for i, p in enumerate(notes) if i not in val_index and p]
+    if not val or not pieces:
+        raise RnngenError("MIDI training needs at least two usable files: validation holds out whole pieces")
     train, fixed = [], codec.fixed_parts()
-    for i, p in enumerate(pieces):
-        if i in val_index:
-            continue
+    for p in pieces:
         train.append(p)
         for k in range(-transpose, transpose + 1):
             moved = transposed(p, k, fixed) if k else None
@@ -123,4 +124,4 @@ def load_midi_ids(files: Sequence[str | Path], codec: MidiCodec) -> torch.Tensor
 
     pieces, names = read_pieces(expand_sources([str(f) for f in files]), codec.steps_per_quarter, codec.drums,
                                 parts=codec.parts is not None)
-    return _ids(codec, _role_notes(codec, pieces, names)[0])
+    return _ids(codec, [notes for notes in _role_notes(codec, pieces, names)[0] if notes])
