@@ -41,7 +41,7 @@ class MidiKind:
                 primer = read_midi(cfg.prime_file, codec.steps_per_quarter, codec.drums, codec.parts is not None)
             except MidiError as e:
                 raise RnngenError(f"the primer {cfg.prime_file} cannot be used: {e}") from None
-            prime = codec.encode(codec.notes_of(primer, strict=False))[:-1]  # the piece so far: all but its EOS
+            prime = codec.encode(_primer_notes(codec, primer))[:-1]  # the piece so far: all but its EOS
         rows = sample_tokens(run.model, codec, prime, run.length, cfg.num_samples, cfg.temperature, cfg.top_k,
                              cfg.top_p, run.seed, run.device, stepper=run.step)
         tempo = cfg.qpm or (primer.qpm if primer is not None and primer.qpm else DEFAULT_QPM)
@@ -49,7 +49,7 @@ class MidiKind:
         if primer is not None and not cfg.echo:
             pieces = [_continuation(notes, len(codec.decode(prime))) for notes in pieces]
         files = [_file(notes, codec, tempo, cfg.program, primer) for notes in pieces]
-        given = f" ({len(primer.notes)} from the primer)" if primer is not None and cfg.echo else ""
+        given = f" ({len(codec.decode(prime))} from the primer)" if primer is not None and cfg.echo else ""
         described = [f"{len(notes)} notes{given}, {_beats(notes, codec):g} beats at {tempo:g} qpm"
                      f"{'' if row and row[-1] == codec.eos else f', cut at -n {run.length}'}"
                      for notes, row in zip(pieces, rows)]
@@ -64,15 +64,23 @@ def _file(notes: list[Note], codec: MidiCodec, tempo: float, program: int | None
                             codec.steps_per_quarter, tempo)
 
 
+def _primer_notes(codec: MidiCodec, primer: Piece) -> list[Note]:
+    """The primer's notes by role: its parts as training would keep them (for a model of named parts,
+    the tracks so named); a primer with none of them gives every part its nearest role instead."""
+    return codec.notes_of(primer) or codec.notes_of(primer, strict=False)
+
+
 def written_parts(codec: MidiCodec, program: int | None = None, primer: Piece | None = None) -> list[Part]:
     """What each role's track is called and plays: the role's name and program, or those of the
     primer's part that plays it (so a primer's parts carry through); --program sets every
     non-drum part's instrument."""
     parts = list(codec.parts.roles)
     if primer is not None:
+        strict = bool(codec.notes_of(primer))  # as `_primer_notes` chose
         for part in reversed(primer.parts):  # the first of several parts in one role names it
-            role = codec.parts.role_of(part, strict=False)
-            parts[role] = Part(part.name or parts[role].name, part.program, parts[role].drums)
+            role = codec.parts.role_of(part, strict)
+            if role is not None:
+                parts[role] = Part(part.name or parts[role].name, part.program, parts[role].drums)
     if program is not None:
         parts = [p if p.drums else Part(p.name, program, p.drums) for p in parts]
     return parts
