@@ -3,7 +3,9 @@
 Samples pieces from a checkpoint (default: the shipped `bach`), writes each one as a .mid file in
 memory and reads it back, and compares the samples with the training corpus on the statistics of
 `rnngen stats`. As a yardstick for what sampling noise alone does, the same figures are given for
-as many pieces drawn at random from the corpus.
+as many pieces drawn at random from the corpus. For a model with parts it also checks each sample's
+parts: all of the model's parts present, their mean pitches in the corpus's order, each part's range
+inside that part's range in the corpus.
 
     python benchmarks/midi_quality.py [CHECKPOINT] [--corpus corpora/bach-chorales] [-b 32] [-n 2000] [-t 0.8]
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import random
 import sys
 import time
@@ -22,7 +25,9 @@ import torch
 
 from rnngen import checkpoint
 from rnngen.data import expand_sources
-from rnngen.midi import MidiError, midi_bytes, read_midi, read_pieces, sample_tokens, struck_again
+from rnngen.midi import MidiError, canonical, midi_bytes, read_midi, read_pieces, sample_tokens, struck_again
+from rnngen.midi.files import parts_midi_bytes
+from rnngen.midi.kind import written_parts
 from rnngen.midi_stats import Stats, histogram_distance, measure
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,13 +37,49 @@ def decodes_to_a_valid_file(notes, codec) -> bool:
     """A file mido opens, that has notes, and that reads back as exactly the notes sampled."""
     if not notes:
         return False
-    data = midi_bytes(notes, codec.steps_per_quarter)
+    if codec.parts is None:
+        data = midi_bytes(notes, codec.steps_per_quarter)
+    else:
+        names = written_parts(codec)
+        data = parts_midi_bytes(notes, names, codec.parts.written_order(), codec.steps_per_quarter)
     try:
         mido.MidiFile(file=io.BytesIO(data))
-        back = read_midi(data, codec.steps_per_quarter)
+        back = read_midi(data, codec.steps_per_quarter, parts=codec.parts is not None)
     except (MidiError, OSError, EOFError, ValueError):
         return False
-    return [n[:3] for n in back.notes] == [n[:3] for n in struck_again(notes)]
+    if codec.parts is None:
+        return [n[:3] for n in back.notes] == [n[:3] for n in struck_again(notes)]
+    return sorted((*n[:3], back.parts[n.part].name) for n in back.notes) == \
+        sorted((*n[:3], names[n.part].name) for n in struck_again(notes))
+
+
+def js_divergence(p, q) -> float:
+    """Jensen-Shannon divergence of two pitch-class histograms, in bits (as the shared ruler has it)."""
+    m = [(a + b) / 2 for a, b in zip(p, q)]
+    kl = lambda a, b: sum(x * math.log2(x / y) for x, y in zip(a, b) if x)  # noqa: E731
+    return (kl(p, m) + kl(q, m)) / 2
+
+
+def part_checks(codec, corpus_roles, samples) -> list[tuple[str, ...]]:
+    """Rows for a model with parts: how many samples have every part, in the corpus's pitch order,
+    each inside the corpus's range for that part."""
+    P = codec.num_parts
+    span = {r: (min(n.pitch for p in corpus_roles for n in p if n.part == r),
+                max(n.pitch for p in corpus_roles for n in p if n.part == r)) for r in range(P)}
+    complete = ordered = in_range = 0
+    for notes in samples:
+        by_role = {r: [n.pitch for n in notes if n.part == r] for r in range(P)}
+        if any(not v for v in by_role.values()):
+            continue
+        complete += 1
+        means = [sum(v) / len(v) for _, v in sorted(by_role.items())]
+        ordered += all(a < b for a, b in zip(means, means[1:]))  # roles run lowest part first
+        in_range += all(span[r][0] <= min(v) and max(v) <= span[r][1] for r, v in by_role.items())
+    B = len(samples)
+    names = ", ".join(f"{codec.parts.roles[r].label()} {span[r][0]}-{span[r][1]}" for r in reversed(range(P)))
+    return [(f"all {P} parts present", "-", "-", f"{complete}/{B}"),
+            ("parts' mean pitches in the corpus's order", "-", "-", f"{ordered}/{B}"),
+            (f"every part in its corpus range ({names})", "-", "-", f"{in_range}/{B}")]
 
 
 def rows(corpus: Stats, reference: Stats, samples: Stats, valid: str, ended: str) -> list[tuple[str, ...]]:
@@ -85,8 +126,8 @@ def main() -> None:
     device = torch.device(args.device)
     model.to(device)
 
-    pieces, _ = read_pieces(expand_sources([args.corpus]), codec.steps_per_quarter, codec.drums)
-    corpus = [p.notes for p in pieces]
+    pieces, _ = read_pieces(expand_sources([args.corpus]), codec.steps_per_quarter, codec.drums, parts=True)
+    corpus = [canonical([n._replace(part=0) for n in p.notes]) for p in pieces]  # every part, as one stream
     reference = random.Random(args.seed).sample(corpus, min(args.num_samples, len(corpus)))
 
     t0 = time.perf_counter()
@@ -99,7 +140,8 @@ def main() -> None:
     events = sum(len(row) for row in sampled)
     B = args.num_samples
 
-    c, r, s = measure(corpus), measure(reference), measure(notes)
+    merged = [canonical([n._replace(part=0) for n in p]) for p in notes]
+    c, r, s = measure(corpus), measure(reference), measure(merged)
     val = ckpt.get("train", {}).get("val_loss")
     print(f"checkpoint {args.checkpoint}: {codec.describe()}"
           + (f", validation {val:.4f} nats/event" if val is not None else ""))
@@ -108,6 +150,11 @@ def main() -> None:
           f"in {seconds:.1f} s on {device.type}")
     table = [("", f"corpus ({c.files} files)", f"{r.files} corpus pieces", f"{B} samples")]
     table += rows(c, r, s, f"{valid}/{B} ({100 * valid / B:.0f}%)", f"{ended}/{B}")
+    table.append(("pitch-class Jensen-Shannon divergence (bits)", "0",
+                  f"{js_divergence(r.pitch_classes, c.pitch_classes):.4f}",
+                  f"{js_divergence(s.pitch_classes, c.pitch_classes):.4f}"))
+    if codec.parts is not None:
+        table += part_checks(codec, [codec.notes_of(p) for p in pieces], notes)
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     for i, row in enumerate(table):
         print(f"{row[0]:<{widths[0]}}  " + "  ".join(f"{cell:>{w}}" for cell, w in zip(row[1:], widths[1:])))

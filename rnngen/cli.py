@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from rnngen.cli_common import (Cell, DeviceOpt, Format, Kind, Precision, QuietOpt, SeedOpt, SoundfontOpt, StepPrecision, _check,
-                               _plain, _seconds, _silence_stdout, _unescape, app, at_least_one, friendly,
+                               _parts_option, _plain, _seconds, _silence_stdout, _unescape, app, at_least_one, friendly,
                                non_negative, positive, rate, share)
 
 # --------------------------------------------------------------------------------------------------
@@ -53,6 +53,7 @@ def train(
     val_frac: Annotated[Optional[float], typer.Option(callback=share, help="Share held out for validation (text: the end of the corpus; MIDI: whole files). (default: 0.1)", show_default=False)] = None,
     transpose: Annotated[Optional[int], typer.Option(min=0, max=12, help="MIDI: also train on each training piece moved by up to N semitones up and down. (default: 0)", show_default=False)] = None,
     drums: Annotated[Optional[bool], typer.Option("--drums/--no-drums", help="MIDI: keep channel 10 (drums) as notes. (default: skip it)", show_default=False)] = None,
+    parts: Annotated[Optional[str], typer.Option(callback=_parts_option, help="MIDI: tracks: each track (each channel of a type 0 file) is a part, written back as its own track; merge: one stream, one piano track; NAME,NAME,...: only the tracks so named, as parts in that order. (default: tracks)", show_default=False)] = None,
     eval_every: Annotated[Optional[int], typer.Option(callback=positive, help="Validate every N steps. (default: ten times per run)", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Best checkpoint; the resumable one goes beside it as NAME.last.pt. (default: checkpoints/<source>.pt)", show_default=False)] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint at --out.")] = False,

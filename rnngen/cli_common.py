@@ -151,6 +151,15 @@ rate = _check(lambda v: 0 <= v < 1, "in [0, 1)")
 share = _check(lambda v: 0 < v < 1, "between 0 and 1")
 
 
+def _parts_option(value: Optional[str]) -> Optional[str]:
+    from rnngen.midi.parts import parts_setting  # the rule lives beside the part table
+
+    try:
+        return parts_setting(value)
+    except RnngenError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
 def _seconds(value: Optional[str]) -> Optional[float]:
     """--max-time as seconds."""
     from rnngen.config import parse_duration

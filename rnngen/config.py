@@ -81,6 +81,7 @@ class TrainOptions:
     init_from: str | None = None
     drums: bool | None = None
     cache_dir: Path | None = None  # where read corpora are kept (rnngen/cache.py); None: the default
+    parts: str | None = None  # MIDI: "tracks" (each track a part), "merge" (one stream) or track names
     device: str = "auto"
     precision: str = "auto"
     log: Path | None = None

@@ -66,8 +66,9 @@ def evaluate(name: str, files: list[str], device: str) -> str:
 def stats(files: list[str], drums: bool) -> str:
     from rnngen.data import expand_sources
     from rnngen.midi import read_pieces
-    from rnngen.midi_stats import measure, report
+    from rnngen.midi_stats import measure, measure_parts, parts_report, report
 
     found = expand_sources(files)
-    pieces, _ = read_pieces(found, drums=drums)
-    return report(measure([p.notes for p in pieces]), len(found))
+    pieces, _ = read_pieces(found, drums=drums, parts=True)
+    whole = [[n._replace(part=0) for n in p.notes] for p in pieces]  # as one instrument, as before parts
+    return report(measure(whole), len(found)) + "\n" + parts_report(measure_parts(pieces))

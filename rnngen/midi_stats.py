@@ -122,3 +122,47 @@ def report(s: Stats, given: int) -> str:
         f"pitch classes    {histogram_line(s.pitch_classes)}",
     ]
     return "\n".join(lines)
+
+
+@dataclass
+class PartStats:
+    """One part (by name, else program) over a set of pieces."""
+
+    label: str
+    files: int = 0
+    notes: int = 0
+    lowest: int = 127
+    highest: int = 0
+    pitch_sum: int = 0
+
+    @property
+    def mean_pitch(self) -> float:
+        return self.pitch_sum / max(1, self.notes)
+
+
+def measure_parts(pieces) -> list[PartStats]:
+    """Per part, pooled over pieces (read with parts: `.notes` and `.parts`) by the part's label:
+    the chorales' Soprano of every file is one row. Highest mean pitch first."""
+    rows: dict[str, PartStats] = {}
+    for piece in pieces:
+        seen = set()
+        for n in piece.notes:
+            label = piece.parts[n.part].label()
+            row = rows.setdefault(label, PartStats(label))
+            row.notes, row.pitch_sum = row.notes + 1, row.pitch_sum + n.pitch
+            row.lowest, row.highest = min(row.lowest, n.pitch), max(row.highest, n.pitch)
+            seen.add(label)
+        for label in seen:
+            rows[label].files += 1
+    return sorted(rows.values(), key=lambda r: -r.mean_pitch)
+
+
+def parts_report(parts: Sequence[PartStats]) -> str:
+    """The per-part lines of `rnngen stats`."""
+    width = max([len(p.label) for p in parts] + [4])
+    lines = [f"parts            {len(parts)}, by mean pitch:"]
+    for p in parts:
+        lines.append(f"  {p.label:<{width}}  {p.notes:>7,} notes in {p.files} file{'s' * (p.files != 1)}, "
+                     f"{note_name(p.lowest)}-{note_name(p.highest)} ({p.lowest}-{p.highest}), "
+                     f"mean pitch {p.mean_pitch:.1f}")
+    return "\n".join(lines)

@@ -115,8 +115,21 @@ def _model(settings: Plan, codec, source: dict | None) -> RNNModel:
     torch.manual_seed(settings.train.seed)  # the same seed, the same starting weights (and the same on every rank)
     model = RNNModel(ModelConfig(vocab_size=codec.vocab_size, **settings.model))
     if source is not None:
-        model.load_state_dict(checkpoint.build_model(source).state_dict())
+        _load_weights(model, checkpoint.build_model(source).state_dict())
     return model
+
+
+def _load_weights(model: RNNModel, weights: dict) -> None:
+    """The base's weights; a base with fewer token ids than the data's codec (a MIDI model from
+    before parts, fine-tuned with --parts: the part ids come after all of its own) gives the rows
+    it has, and the new ids keep their fresh ones."""
+    own = model.state_dict()
+    for name, value in weights.items():
+        mine = own.get(name)
+        if mine is not None and mine.shape[1:] == value.shape[1:] and mine.shape[0] > value.shape[0]:
+            mine[: value.shape[0]] = value
+            weights[name] = mine
+    model.load_state_dict(weights)
 
 
 def _out_path(options: TrainOptions, sources: list[str], check: bool = True) -> Path:

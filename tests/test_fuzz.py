@@ -10,6 +10,7 @@ from rnngen.codec import TextCodec
 from rnngen.data import decode_text
 from rnngen.errors import RnngenError
 from rnngen.midi import MidiCodec, read_midi
+from rnngen.midi.parts import PartTable
 
 FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 
@@ -55,6 +56,10 @@ def read_and_round_trip(data: bytes) -> None:
         return
     codec = MidiCodec()
     tokens = codec.encode(piece.notes)
+    assert codec.encode(codec.decode(tokens)) == tokens
+    with_parts = read_midi(data, drums=True, parts=True)  # the same bytes read as parts, drums kept
+    codec = MidiCodec(drums=True, parts=PartTable.fit([with_parts]))
+    tokens = codec.encode(codec.notes_of(with_parts))
     assert codec.encode(codec.decode(tokens)) == tokens
 
 

@@ -28,30 +28,34 @@ from rnngen.cache import cache_folder, content_digest, file_stats, remove_leftov
 from rnngen.errors import RnngenError
 from rnngen.midi.codec import STEPS_PER_QUARTER, Note
 from rnngen.midi.files import MidiError, Piece, read_midi
+from rnngen.midi.parts import Part
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: notes carry their part, and pieces their parts
+NOTE_FIELDS = len(Note._fields)  # onset, pitch, dur, velocity, part
 CHUNK_FILES = 64  # files sent to a worker at a time: few enough round trips, an even spread
 SERIAL_BELOW = 32  # fewer files than this are parsed here: a pool costs more to start than they take
 
 # One parsed file, as it travels back from a worker: (notes as int32 bytes (onset, pitch, dur,
-# velocity per note), qpm or nan) or the line saying why it was skipped. Bytes pickle far faster
+# velocity, part per note), qpm or nan, its parts as [name, program, drums]) or the line saying why
+# it was skipped. Bytes pickle far faster
 # than lists of Note tuples, and the workers never touch torch (safe after fork).
-Parsed = tuple[bytes, float] | str
+Parsed = tuple[bytes, float, list] | str
 
 
-def parse_file(path: str, steps_per_quarter: int, drums: bool) -> Parsed:
+def parse_file(path: str, steps_per_quarter: int, drums: bool, parts: bool = False) -> Parsed:
     """One file, as `read_pieces` reads it: its notes, or its "skipped ..." message."""
     try:
-        piece = read_midi(path, steps_per_quarter, drums)
+        piece = read_midi(path, steps_per_quarter, drums, parts)
     except MidiError as e:
         return f"skipped {'standard input' if path == '-' else path}: {e}"
     flat = array("i", [v for note in piece.notes for v in note])
-    return flat.tobytes(), math.nan if piece.qpm is None else piece.qpm
+    return (flat.tobytes(), math.nan if piece.qpm is None else piece.qpm,
+            [[p.name, p.program, p.drums] for p in piece.parts])
 
 
-def _parse_chunk(job: tuple[list[str], int, bool]) -> list[Parsed]:
-    paths, spq, drums = job
-    return [parse_file(p, spq, drums) for p in paths]
+def _parse_chunk(job: tuple[list[str], int, bool, bool]) -> list[Parsed]:
+    paths, spq, drums, parts = job
+    return [parse_file(p, spq, drums, parts) for p in paths]
 
 
 def _context():
@@ -61,12 +65,12 @@ def _context():
 
 
 def parse_files(files: Sequence[Path | str], steps_per_quarter: int = STEPS_PER_QUARTER, drums: bool = False,
-                workers: int | None = None, progress: bool | None = None) -> list[Parsed]:
+                workers: int | None = None, progress: bool | None = None, parts: bool = False) -> list[Parsed]:
     """Every file parsed, in the order given, over `workers` processes (default: every core)."""
     paths = [str(f) for f in files]
     workers = workers or os.cpu_count() or 1
     chunks = [paths[i : i + CHUNK_FILES] for i in range(0, len(paths), CHUNK_FILES)]
-    jobs = [(chunk, steps_per_quarter, drums) for chunk in chunks]
+    jobs = [(chunk, steps_per_quarter, drums, parts) for chunk in chunks]
     show = sys.stderr.isatty() if progress is None else progress
     with _progress(len(paths), show) as advance:
         if workers <= 1 or len(paths) < SERIAL_BELOW or "-" in paths:
@@ -112,22 +116,24 @@ class _progress:
 
 
 def pack(parsed: Sequence[Parsed], files: Sequence[Path | str]) -> dict:
-    """Parsed files as plain data: notes (total, 4) int32, offsets (pieces + 1,) int64, qpm
-    (pieces,) float64 with nan for none, names, skipped lines (in file order)."""
-    blobs, qpms, names, skipped = [], [], [], []
+    """Parsed files as plain data: notes (total, 5) int32, offsets (pieces + 1,) int64, qpm
+    (pieces,) float64 with nan for none, each piece's parts, names, skipped lines (in file order)."""
+    blobs, qpms, names, skipped, piece_parts = [], [], [], [], []
     for f, p in zip(files, parsed):
         if isinstance(p, str):
             skipped.append(p)
             continue
         blobs.append(p[0])
         qpms.append(p[1])
+        piece_parts.append(p[2])
         names.append(str(f))
-    counts = torch.tensor([len(b) // 16 for b in blobs], dtype=torch.int64)
+    counts = torch.tensor([len(b) // (4 * NOTE_FIELDS) for b in blobs], dtype=torch.int64)
     offsets = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
     data = bytearray(b"".join(blobs))
-    notes = torch.frombuffer(data, dtype=torch.int32).view(-1, 4) if data else torch.zeros(0, 4, dtype=torch.int32)
+    notes = (torch.frombuffer(data, dtype=torch.int32).view(-1, NOTE_FIELDS) if data
+             else torch.zeros(0, NOTE_FIELDS, dtype=torch.int32))
     return {"notes": notes.clone(), "offsets": offsets, "qpm": torch.tensor(qpms, dtype=torch.float64),
-            "names": names, "skipped": skipped}
+            "parts": piece_parts, "names": names, "skipped": skipped}
 
 
 def unpack(packed: dict) -> list[Piece]:
@@ -138,15 +144,16 @@ def unpack(packed: dict) -> list[Piece]:
     flat = array("i")
     flat.frombytes(bytes(tensor_bytes(packed["notes"])))
     values = iter(flat.tolist())
-    notes = list(map(partial(tuple.__new__, Note), zip(values, values, values, values)))
+    notes = list(map(partial(tuple.__new__, Note), zip(*[values] * NOTE_FIELDS)))
     bounds = packed["offsets"].tolist()
     qpms = packed["qpm"].tolist()
-    return [Piece(notes[bounds[i] : bounds[i + 1]], None if math.isnan(q) else q) for i, q in enumerate(qpms)]
+    return [Piece(notes[bounds[i] : bounds[i + 1]], None if math.isnan(q) else q, [Part(*p) for p in parts])
+            for i, (q, parts) in enumerate(zip(qpms, packed["parts"]))]
 
 
-def _entry_key(files: Sequence[Path | str], steps_per_quarter: int, drums: bool) -> str:
+def _entry_key(files: Sequence[Path | str], steps_per_quarter: int, drums: bool, parts: bool) -> str:
     what = {"format": FORMAT_VERSION, "files": [str(Path(f).resolve()) for f in files],
-            "steps_per_quarter": steps_per_quarter, "drums": bool(drums)}
+            "steps_per_quarter": steps_per_quarter, "drums": bool(drums), "parts": bool(parts)}
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:32]
 
 
@@ -165,19 +172,19 @@ def _load_entry(path: Path, stats: list[list[int]], files: Sequence[Path]) -> di
 
 def load_packed(files: Sequence[Path | str], steps_per_quarter: int = STEPS_PER_QUARTER, drums: bool = False,
                 cache_dir: Path | str | None = None, workers: int | None = None,
-                progress: bool | None = None) -> dict:
+                progress: bool | None = None, parts: bool = False) -> dict:
     """The files parsed (see `pack`), from the cache when it is valid, else parsed and cached.
     Standard input (`-`) is parsed and never cached."""
     if "-" in [str(f) for f in files]:
-        return pack(parse_files(files, steps_per_quarter, drums, workers, progress), files)
+        return pack(parse_files(files, steps_per_quarter, drums, workers, progress, parts), files)
     files = [Path(f) for f in files]
     folder = cache_folder(cache_dir, "midi")
-    key = _entry_key(files, steps_per_quarter, drums)
+    key = _entry_key(files, steps_per_quarter, drums, parts)
     stats = file_stats(files)
     path = folder / f"{key}.pt"
     packed = _load_entry(path, stats, files)
     if packed is None:
-        packed = pack(parse_files(files, steps_per_quarter, drums, workers, progress), files)
+        packed = pack(parse_files(files, steps_per_quarter, drums, workers, progress, parts), files)
         packed.update(format=FORMAT_VERSION, stats=stats, digest=content_digest(files))
         if file_stats(files) == stats:  # a file changed while it was read: do not keep what was read
             write_atomic(path, lambda f: torch.save(packed, f), ".pt")
@@ -187,10 +194,10 @@ def load_packed(files: Sequence[Path | str], steps_per_quarter: int = STEPS_PER_
 
 def read_pieces_cached(files: Sequence[Path | str], steps_per_quarter: int = STEPS_PER_QUARTER,
                        drums: bool = False, cache_dir: Path | str | None = None, workers: int | None = None,
-                       progress: bool | None = None) -> tuple[list[Piece], list[str]]:
+                       progress: bool | None = None, parts: bool = False) -> tuple[list[Piece], list[str]]:
     """`midi.read_pieces` through the cache and over every core: the same (pieces, names), the
     same lines on stderr for skipped files (in file order, after the bar), the same error."""
-    packed = load_packed(files, steps_per_quarter, drums, cache_dir, workers, progress)
+    packed = load_packed(files, steps_per_quarter, drums, cache_dir, workers, progress, parts)
     for line in packed["skipped"]:
         print(line, file=sys.stderr)
     if not packed["names"]:

@@ -6,11 +6,12 @@ import io
 import sys
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rnngen.errors import RnngenError
 from rnngen.midi.codec import STEPS_PER_QUARTER, Note, canonical, struck_again
+from rnngen.midi.parts import Part
 
 DRUM_CHANNEL = 9  # MIDI channel 10, counted from 1
 TICKS_PER_STEP_OUT = 40  # written files use 12 * 40 = 480 ticks per quarter, the common resolution
@@ -19,10 +20,12 @@ DEFAULT_QPM = 120.0
 
 @dataclass
 class Piece:
-    """A MIDI file as notes on the grid, plus the first tempo it asked for (None: none given)."""
+    """A MIDI file as notes on the grid, plus the first tempo it asked for (None: none given).
+    Each note's `part` indexes `parts` (read with parts=False: one part, everything merged)."""
 
     notes: list[Note]
     qpm: float | None = None
+    parts: list[Part] = field(default_factory=lambda: [Part()])
 
 
 class MidiError(RnngenError):
@@ -31,8 +34,43 @@ class MidiError(RnngenError):
 
 
 def read_midi(source: Path | str | bytes, steps_per_quarter: int = STEPS_PER_QUARTER,
-              drums: bool = False) -> Piece:
-    """A MIDI file (path, `-` for stdin, or bytes) as notes on the grid; MidiError says why not."""
+              drums: bool = False, parts: bool = False) -> Piece:
+    """A MIDI file (path, `-` for stdin, or bytes) as notes on the grid; MidiError says why not.
+    With `parts`, each track is a part (each channel, where a track has notes on several: a type 0
+    file), named after its track and playing its channel's first program; else one merged part."""
+    mid = _open(source)
+    tpb = mid.ticks_per_beat
+    raw, skipped_drums, tempo, found = [], 0, None, {}
+    programs = _first_programs(mid)
+    for index, track in enumerate(mid.tracks):
+        notes, drum_count, first_tempo = _track_notes(track, drums)
+        skipped_drums += drum_count
+        if first_tempo is not None and (tempo is None or first_tempo[0] < tempo[0]):
+            tempo = first_tempo
+        channels = {n[4] for n in notes}
+        for *note, channel in notes:
+            key = (index, channel) if parts else (0, 0)
+            if key not in found:
+                name = _track_name(track) if len(channels) == 1 else ""
+                found[key] = Part(name, programs.get((index, channel), programs.get(channel, 0)),
+                                  channel == DRUM_CHANNEL)
+            raw.append((*note, key))
+    order = {key: i for i, key in enumerate(sorted(found))}  # parts in track order, then channel order
+    raw = [(*note, order[key]) for *note, key in raw]
+    if not raw:
+        if skipped_drums:
+            raise MidiError("it has drum notes only (channel 10); train with --drums to keep them")
+        raise MidiError("it has no notes")
+    notes = []
+    for start, end, pitch, velocity, part in raw:
+        on = _to_steps(start, tpb, steps_per_quarter)
+        notes.append(Note(on, pitch, max(1, _to_steps(end, tpb, steps_per_quarter) - on), velocity, part))
+    qpm = 60_000_000 / tempo[1] if tempo is not None and tempo[1] > 0 else None
+    return Piece(canonical(notes), qpm, [found[key] for key in sorted(found)] if parts else [Part()])
+
+
+def _open(source: Path | str | bytes):
+    """The file as mido reads it, or MidiError saying why it cannot be used."""
     import mido
 
     data = _read_bytes(source)
@@ -52,24 +90,26 @@ def read_midi(source: Path | str | bytes, steps_per_quarter: int = STEPS_PER_QUA
     tpb = mid.ticks_per_beat
     if not 0 < tpb < 0x8000:
         raise MidiError("the file counts time in SMPTE frames, not beats; it is not supported")
+    return mid
 
-    raw, skipped_drums, tempo = [], 0, None
-    for track in mid.tracks:
-        notes, drum_count, first_tempo = _track_notes(track, drums)
-        raw += notes
-        skipped_drums += drum_count
-        if first_tempo is not None and (tempo is None or first_tempo[0] < tempo[0]):
-            tempo = first_tempo
-    if not raw:
-        if skipped_drums:
-            raise MidiError("it has drum notes only (channel 10); train with --drums to keep them")
-        raise MidiError("it has no notes")
-    notes = []
-    for start, end, pitch, velocity in raw:
-        on = _to_steps(start, tpb, steps_per_quarter)
-        notes.append(Note(on, pitch, max(1, _to_steps(end, tpb, steps_per_quarter) - on), velocity))
-    qpm = 60_000_000 / tempo[1] if tempo is not None and tempo[1] > 0 else None
-    return Piece(canonical(notes), qpm)
+
+def _first_programs(mid) -> dict:
+    """The first program change of each (track, channel), and of each channel in any track (type 1
+    files often set every channel's program in their first track)."""
+    out: dict = {}
+    for index, track in enumerate(mid.tracks):
+        for msg in track:
+            if msg.type == "program_change":
+                out.setdefault((index, msg.channel), msg.program)
+                out.setdefault(msg.channel, msg.program)
+    return out
+
+
+def _track_name(track) -> str:
+    for msg in track:
+        if msg.type == "track_name":
+            return msg.name.strip()
+    return ""
 
 
 def _read_bytes(source: Path | str | bytes) -> bytes:
@@ -92,7 +132,7 @@ def _to_steps(tick: int, tpb: int, spq: int) -> int:
 
 
 def _track_notes(track, drums: bool):
-    """(notes as (start, end, pitch, velocity) in ticks, drum notes skipped, (tick, first tempo))."""
+    """(notes as (start, end, pitch, velocity, channel) in ticks, drum notes skipped, (tick, first tempo))."""
     notes, drum_count, tempo = [], 0, None
     sounding: dict[tuple[int, int], deque] = {}  # (channel, pitch) -> onsets, oldest first
     tick = 0
@@ -113,9 +153,9 @@ def _track_notes(track, drums: bool):
             sounding.setdefault(key, deque()).append((tick, msg.velocity))
         elif sounding.get(key):  # note_off, or note_on with velocity 0: first in, first out
             start, velocity = sounding[key].popleft()
-            notes.append((start, tick, msg.note, velocity))
-    for (_, pitch), starts in sounding.items():  # never closed: the track's end closes them
-        notes += [(start, tick, pitch, velocity) for start, velocity in starts]
+            notes.append((start, tick, msg.note, velocity, msg.channel))
+    for (channel, pitch), starts in sounding.items():  # never closed: the track's end closes them
+        notes += [(start, tick, pitch, velocity, channel) for start, velocity in starts]
     return notes, drum_count, tempo
 
 
@@ -147,3 +187,44 @@ def midi_bytes(notes: Sequence[Note], steps_per_quarter: int = STEPS_PER_QUARTER
     buffer = io.BytesIO()
     mid.save(file=buffer)
     return buffer.getvalue()
+
+
+def parts_midi_bytes(notes: Sequence[Note], parts: Sequence[Part], order: Sequence[int],
+                     steps_per_quarter: int = STEPS_PER_QUARTER, qpm: float = DEFAULT_QPM) -> bytes:
+    """A type 1 MIDI file: a tempo track, then one track per part that has notes (`note.part`
+    indexes `parts`), in `order`, each named, on its own channel with its program; drums on channel 10."""
+    import mido
+
+    mid = mido.MidiFile(type=1, ticks_per_beat=steps_per_quarter * TICKS_PER_STEP_OUT)
+    mid.tracks.append(mido.MidiTrack([mido.MetaMessage("track_name", name="rnngen", time=0),
+                                      mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(qpm), time=0),
+                                      mido.MetaMessage("end_of_track", time=0)]))
+    notes = struck_again(notes)
+    used = [i for i in order if any(n.part == i for n in notes)]
+    melodic = iter([c for c in range(16) if c != DRUM_CHANNEL] * 2)  # more than 15 parts share channels
+    for index in used:
+        part = parts[index]
+        channel = DRUM_CHANNEL if part.drums else next(melodic)
+        mid.tracks.append(_part_track([n for n in notes if n.part == index], part, channel))
+    buffer = io.BytesIO()
+    mid.save(file=buffer)
+    return buffer.getvalue()
+
+
+def _part_track(notes: Sequence[Note], part: Part, channel: int):
+    import mido
+
+    per_step = TICKS_PER_STEP_OUT
+    events = sorted([(n.onset * per_step, 1, n.pitch, n.velocity) for n in notes]
+                    + [((n.onset + n.dur) * per_step, 0, n.pitch, 0) for n in notes])  # offs first at a tick
+    track = mido.MidiTrack()
+    if part.name:
+        track.append(mido.MetaMessage("track_name", name=part.name, time=0))
+    track.append(mido.Message("program_change", channel=channel, program=part.program, time=0))
+    now = 0
+    for tick, on, pitch, velocity in events:
+        kind = "note_on" if on else "note_off"
+        track.append(mido.Message(kind, channel=channel, note=pitch, velocity=velocity, time=tick - now))
+        now = tick
+    track.append(mido.MetaMessage("end_of_track", time=0))
+    return track

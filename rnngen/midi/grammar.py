@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 import torch
 
-from rnngen.midi.codec import BOS, DUR, EOS, PITCH, SHIFT, VEL, MidiCodec
+from rnngen.midi.codec import BOS, DUR, EOS, PART, PITCH, SHIFT, VEL, MidiCodec
 from rnngen.sample import generate
 
 
 # Grammar states: what the last token was.
-START, AFTER_VEL, AFTER_PITCH, AFTER_DUR, AFTER_FULL_DUR, AFTER_SHIFT, AFTER_FULL_SHIFT, DONE = range(8)
+START, AFTER_VEL, AFTER_PITCH, AFTER_DUR, AFTER_FULL_DUR, AFTER_SHIFT, AFTER_FULL_SHIFT, DONE, AFTER_PART = range(9)
 
 
 class Grammar:
@@ -21,7 +21,11 @@ class Grammar:
     Per row it keeps the state (the last token's kind), the highest pitch of the current chord and
     the velocity bin in force. Rules: a PITCH is followed by DURs; DUR and SHIFT repeat only after a
     full-size token; inside a chord pitches rise; VEL only where it changes the velocity and a PITCH
-    can follow; EOS only after a complete note; after EOS only EOS; BOS never.
+    can follow; EOS only after a complete note; after EOS only EOS; BOS never. With parts it also
+    keeps what `RoleCursor` does (the parts used, the part of the last note at this onset) and a
+    part named by PART for the next note: PART only before a note's VEL or PITCH, never to the part
+    the note would play anyway, and inside a chord never back to an earlier part; pitches rise
+    within a part.
     """
 
     def __init__(self, codec: MidiCodec, batch: int, device: torch.device | str = "cpu"):
@@ -29,26 +33,32 @@ class Grammar:
         self.codec, self.device = codec, torch.device(device)
         pitch, dur = slice(0, 128), slice(c.dur0, c.shift0)
         shift, vel, eos = slice(c.shift0, c.vel0), slice(c.vel0, c.bos), c.eos
-        table = torch.zeros(8, V, dtype=torch.bool)
+        part = slice(c.part0, c.part0 + c.num_parts)
+        table = torch.zeros(9, V, dtype=torch.bool)
         for state in (START, AFTER_SHIFT):
-            table[state, pitch] = table[state, vel] = True
+            table[state, pitch] = table[state, vel] = table[state, part] = True
         table[START, shift] = True
         table[AFTER_FULL_SHIFT] = table[AFTER_SHIFT]
         table[AFTER_FULL_SHIFT, shift] = True
         table[AFTER_VEL, pitch] = True
         table[AFTER_PITCH, dur] = True
-        table[AFTER_DUR, pitch] = table[AFTER_DUR, vel] = table[AFTER_DUR, shift] = True
+        table[AFTER_DUR, pitch] = table[AFTER_DUR, vel] = table[AFTER_DUR, shift] = table[AFTER_DUR, part] = True
         table[AFTER_DUR, eos] = True
         table[AFTER_FULL_DUR] = table[AFTER_DUR]
         table[AFTER_FULL_DUR, dur] = True
         table[DONE, eos] = True
-        self.table = table.to(self.device)  # (8, V)
+        table[AFTER_PART, pitch] = table[AFTER_PART, vel] = True
+        self.table = table.to(self.device)  # (9, V)
         self.category, self.value = c.category.to(self.device), c.value.to(self.device)  # (V,)
         self.pitches = torch.arange(128, device=self.device)
         self.bins = torch.arange(c.velocity_bins, device=self.device)
+        self.roles = torch.arange(c.num_parts, device=self.device)
         self.state = torch.full((batch,), START, device=self.device)  # (B,)
         self.chord_top = torch.full((batch,), -1, device=self.device)  # (B,) -1: no note at this onset yet
         self.vel = torch.full((batch,), c.default_bin, device=self.device)  # (B,)
+        self.used = torch.zeros(batch, c.num_parts, dtype=torch.bool, device=self.device)  # (B, P)
+        self.chord_part = torch.full((batch,), -1, device=self.device)  # (B,) -1: no note at this onset yet
+        self.given = torch.full((batch,), -1, device=self.device)  # (B,) the part a PART named; -1: none
 
     def feed(self, tokens: Sequence[int]) -> None:
         """Advance every row through the same tokens (the prime)."""
@@ -62,20 +72,50 @@ class Grammar:
         done = self.state == DONE
         new = torch.full_like(self.state, START)
         new = torch.where(cat == VEL, AFTER_VEL, new)
+        new = torch.where(cat == PART, AFTER_PART, new)
         new = torch.where(cat == PITCH, AFTER_PITCH, new)
         new = torch.where(cat == DUR, torch.where(val == c.max_dur, AFTER_FULL_DUR, AFTER_DUR), new)
         new = torch.where(cat == SHIFT, torch.where(val == c.max_shift, AFTER_FULL_SHIFT, AFTER_SHIFT), new)
         new = torch.where((cat == EOS) | done, DONE, new)
+        if c.num_parts:  # before chord_top changes: the parts need the state the token was chosen in
+            self._advance_parts(cat, val)
         self.chord_top = torch.where(cat == PITCH, val, self.chord_top)
         self.chord_top = torch.where((cat == SHIFT) | (cat == BOS), -1, self.chord_top)
         self.vel = torch.where(cat == VEL, val, torch.where(cat == BOS, c.default_bin, self.vel))
         self.state = new
 
+    def _next_part(self) -> torch.Tensor:
+        """(B,) the part the next note plays unless a PART names another (`RoleCursor.next`)."""
+        later = self.used & (self.roles > self.chord_part[:, None])  # (B, P)
+        first = later.int().argmax(dim=1)  # (B,) the first True
+        return torch.where(later.any(dim=1), first, self.chord_part.clamp(min=0))
+
+    def _role(self) -> torch.Tensor:
+        """(B,) the part of the note about to be written."""
+        return torch.where(self.given >= 0, self.given, self._next_part())
+
+    def _advance_parts(self, cat: torch.Tensor, val: torch.Tensor) -> None:
+        pitch = cat == PITCH
+        role = self._role()
+        self.used[pitch.nonzero(as_tuple=True)[0], role[pitch]] = True
+        self.chord_part = torch.where(pitch, role, self.chord_part)
+        self.chord_part = torch.where((cat == SHIFT) | (cat == BOS), -1, self.chord_part)
+        self.given = torch.where(cat == PART, val, torch.where(pitch | (cat == BOS), -1, self.given))
+        self.used &= (cat != BOS)[:, None]
+
     def allowed(self) -> torch.Tensor:
         c = self.codec
         mask = self.table[self.state].clone()  # (B, V)
-        mask[:, :128] &= self.pitches > self.chord_top[:, None]  # (B, 128) chords rise
-        mask[:, c.vel0:c.bos] &= (self.bins != self.vel[:, None]) & (self.chord_top < 127)[:, None]
+        if not c.num_parts:
+            mask[:, :128] &= self.pitches > self.chord_top[:, None]  # (B, 128) chords rise
+            mask[:, c.vel0:c.bos] &= (self.bins != self.vel[:, None]) & (self.chord_top < 127)[:, None]
+            return mask
+        new_part = self._role() != self.chord_part  # (B,) a note in a part not yet heard at this onset
+        mask[:, :128] &= new_part[:, None] | (self.pitches > self.chord_top[:, None])  # rising within a part
+        mask[:, c.vel0:c.bos] &= (self.bins != self.vel[:, None]) & (new_part | (self.chord_top < 127))[:, None]
+        later = (self.roles > self.chord_part[:, None]) | ((self.roles == self.chord_part[:, None])
+                                                           & (self.chord_top < 127)[:, None])  # (B, P)
+        mask[:, c.part0:] &= later & (self.roles != self._next_part()[:, None])
         return mask
 
     def __call__(self, last: torch.Tensor | None) -> torch.Tensor:

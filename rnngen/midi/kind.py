@@ -6,11 +6,11 @@ from __future__ import annotations
 import torch
 
 from rnngen.config import SampleConfig, TrainConfig, TrainOptions
-from rnngen.data import expand_sources
 from rnngen.errors import RnngenError
 from rnngen.midi.codec import MidiCodec, Note
 from rnngen.midi.corpus import load_midi_corpus, load_midi_ids
-from rnngen.midi.files import DEFAULT_QPM, MidiError, midi_bytes, read_midi
+from rnngen.midi.files import DEFAULT_QPM, MidiError, Piece, midi_bytes, parts_midi_bytes, read_midi
+from rnngen.midi.parts import Part
 from rnngen.midi.grammar import sample_tokens
 from rnngen.output import check_midi_targets, output_paths, write_midi
 from rnngen.text import Corpus, Sampling
@@ -23,7 +23,8 @@ class MidiKind:
     def load_corpus(self, sources: list[str], files: list, options: TrainOptions, cfg: TrainConfig,
                     codec: MidiCodec | None) -> Corpus:
         return Corpus(*load_midi_corpus(files, val_frac=cfg.val_frac, seed=cfg.seed, codec=codec,
-                                        drums=options.drums, transpose=cfg.transpose, cache_dir=options.cache_dir))
+                                        drums=options.drums, transpose=cfg.transpose, parts=options.parts,
+                                        grow=options.init_from is not None, cache_dir=options.cache_dir))
 
     def load_eval(self, files: list[str], codec: MidiCodec) -> torch.Tensor:
         return load_midi_ids(files, codec)
@@ -37,22 +38,52 @@ class MidiKind:
         prime, primer = [codec.bos], None
         if cfg.prime_file is not None:
             try:
-                primer = read_midi(cfg.prime_file, codec.steps_per_quarter, codec.drums)
+                primer = read_midi(cfg.prime_file, codec.steps_per_quarter, codec.drums, codec.parts is not None)
             except MidiError as e:
                 raise RnngenError(f"the primer {cfg.prime_file} cannot be used: {e}") from None
-            prime = codec.encode(primer.notes)[:-1]  # the piece so far: everything but its EOS
+            prime = codec.encode(_primer_notes(codec, primer))[:-1]  # the piece so far: all but its EOS
         rows = sample_tokens(run.model, codec, prime, run.length, cfg.num_samples, cfg.temperature, cfg.top_k,
                              cfg.top_p, run.seed, run.device, stepper=run.step)
         tempo = cfg.qpm or (primer.qpm if primer is not None and primer.qpm else DEFAULT_QPM)
         pieces = [codec.decode(prime + row) for row in rows]
         if primer is not None and not cfg.echo:
             pieces = [_continuation(notes, len(codec.decode(prime))) for notes in pieces]
-        files = [midi_bytes(notes, codec.steps_per_quarter, tempo, cfg.program or 0) for notes in pieces]
-        given = f" ({len(primer.notes)} from the primer)" if primer is not None and cfg.echo else ""
+        files = [_file(notes, codec, tempo, cfg.program, primer) for notes in pieces]
+        given = f" ({len(codec.decode(prime))} from the primer)" if primer is not None and cfg.echo else ""
         described = [f"{len(notes)} notes{given}, {_beats(notes, codec):g} beats at {tempo:g} qpm"
                      f"{'' if row and row[-1] == codec.eos else f', cut at -n {run.length}'}"
                      for notes, row in zip(pieces, rows)]
         write_midi(targets, files, described, cfg.quiet, cfg.audio, cfg.soundfont)
+
+
+def _file(notes: list[Note], codec: MidiCodec, tempo: float, program: int | None, primer: Piece | None) -> bytes:
+    """A sample as a .mid file: one piano track as before parts, else a track per part."""
+    if codec.parts is None:
+        return midi_bytes(notes, codec.steps_per_quarter, tempo, program or 0)
+    return parts_midi_bytes(notes, written_parts(codec, program, primer), codec.parts.written_order(),
+                            codec.steps_per_quarter, tempo)
+
+
+def _primer_notes(codec: MidiCodec, primer: Piece) -> list[Note]:
+    """The primer's notes by role: its parts as training would keep them (for a model of named parts,
+    the tracks so named); a primer with none of them gives every part its nearest role instead."""
+    return codec.notes_of(primer) or codec.notes_of(primer, strict=False)
+
+
+def written_parts(codec: MidiCodec, program: int | None = None, primer: Piece | None = None) -> list[Part]:
+    """What each role's track is called and plays: the role's name and program, or those of the
+    primer's part that plays it (so a primer's parts carry through); --program sets every
+    non-drum part's instrument."""
+    parts = list(codec.parts.roles)
+    if primer is not None:
+        strict = bool(codec.notes_of(primer))  # as `_primer_notes` chose
+        for part in reversed(primer.parts):  # the first of several parts in one role names it
+            role = codec.parts.role_of(part, strict)
+            if role is not None:
+                parts[role] = Part(part.name or parts[role].name, part.program, parts[role].drums)
+    if program is not None:
+        parts = [p if p.drums else Part(p.name, program, p.drums) for p in parts]
+    return parts
 
 
 def _beats(notes: list[Note], codec: MidiCodec) -> float:
