@@ -181,6 +181,9 @@ def train_rate(corpus: Path, cache: Path, out: Path, steps: int) -> float:
 
 def bench_train(tmp: Path, gbs: list[float], rate_steps: int) -> None:
     cache, out = tmp / "train-cache", tmp / "m.pt"
+    small = train_until(SHAKESPEARE, cache, out)  # the yardstick: the same run on a small corpus
+    row(f"rnngen train, tiny shakespeare (1.1 MB): to the first step; peak memory after {small['steps']} steps",
+        small["first_step"], small["VmHWM"])
     for gb in gbs:
         corpus = tmp / f"train-{gb:g}gb.txt"
         size = make_text_corpus(corpus, int(gb * 1e9))

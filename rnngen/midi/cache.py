@@ -18,7 +18,7 @@ import os
 import sys
 from array import array
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -184,8 +184,10 @@ def load_packed(files: Sequence[Path | str], steps_per_quarter: int = STEPS_PER_
     path = folder / f"{key}.pt"
     packed = _load_entry(path, stats, files)
     if packed is None:
-        packed = pack(parse_files(files, steps_per_quarter, drums, workers, progress, parts), files)
-        packed.update(format=FORMAT_VERSION, stats=stats, digest=content_digest(files))
+        with ThreadPoolExecutor(1) as hashing:  # hashed while the workers parse: this process is idle then
+            digest = hashing.submit(content_digest, files)
+            packed = pack(parse_files(files, steps_per_quarter, drums, workers, progress, parts), files)
+            packed.update(format=FORMAT_VERSION, stats=stats, digest=digest.result())
         if file_stats(files) == stats:  # a file changed while it was read: do not keep what was read
             write_atomic(path, lambda f: torch.save(packed, f), ".pt")
             remove_leftovers(folder, key, keep=path.name)
