@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rnngen.errors import RnngenError
+from rnngen.errors import RnngenError, first_line
 
 if TYPE_CHECKING:
     import numpy as np
@@ -132,7 +132,7 @@ def _midi_with_tail(midi: bytes, seconds: float) -> bytes:
     except EOFError:
         raise RnngenError("the MIDI file is truncated") from None
     except Exception as e:  # mido raises many kinds on damaged input; any of them means "unreadable"
-        raise RnngenError(f"the MIDI file is damaged ({_first_line(e)})") from None
+        raise RnngenError(f"the MIDI file is damaged ({first_line(e)})") from None
     if mid.type == 2 or not mid.tracks or mid.ticks_per_beat <= 0:
         raise RnngenError("only MIDI files of type 0 or 1, timed in beats, can be rendered")
     tempo, tempo_tick, ends = 500_000, -1, []  # 120 qpm until a set_tempo says otherwise
@@ -153,10 +153,6 @@ def _midi_with_tail(midi: bytes, seconds: float) -> bytes:
     mid.save(file=out)
     return out.getvalue()
 
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0][:120] if lines else type(e).__name__
 
 
 def _read_wav(data: bytes) -> Audio:
@@ -186,7 +182,7 @@ def render(midi: bytes | str | Path, soundfont: str | Path | None = None, sample
     except OSError as e:
         raise RnngenError(f"cannot read the soundfont {font}: {e.strerror or e}") from None
     except RuntimeError as e:  # midirenderer reports a bad SoundFont or MIDI file as RuntimeError
-        raise RnngenError(f"cannot render with {font.name}: {_first_line(e)}") from None
+        raise RnngenError(f"cannot render with {font.name}: {first_line(e)}") from None
     audio = _read_wav(wav)
     if audio.rate != sample_rate:
         audio = Audio(resample(audio.samples, audio.rate, sample_rate), sample_rate)

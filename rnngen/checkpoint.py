@@ -22,7 +22,7 @@ import torch
 
 from rnngen.codec import codec_from_dict
 from rnngen.config import ModelConfig
-from rnngen.errors import RnngenError
+from rnngen.errors import RnngenError, first_line
 from rnngen.model import RNNModel
 
 FORMAT = "rnngen"
@@ -145,14 +145,10 @@ def load(name: str | Path) -> dict:
         raise RnngenError(f"refusing to load {path}: it holds Python objects, not only plain data, "
                           "and could run code") from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise RnngenError(f"{path} is not a readable checkpoint (damaged or truncated: {_first_line(e)})") from e
+        raise RnngenError(f"{path} is not a readable checkpoint (damaged or truncated: {first_line(e, 200)})") from e
     _check(ckpt, path)
     return ckpt
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__
 
 
 def _check(ckpt: Any, path: Path) -> None:
@@ -180,7 +176,7 @@ def build_model(ckpt: dict) -> RNNModel:
     try:
         model.load_state_dict(ckpt["weights"])
     except (RuntimeError, KeyError, TypeError) as e:
-        raise RnngenError(f"the checkpoint's weights do not fit its model settings: {_first_line(e)}") from e
+        raise RnngenError(f"the checkpoint's weights do not fit its model settings: {first_line(e, 200)}") from e
     return model.eval()
 
 

@@ -8,8 +8,6 @@ backend to choose, whatever MPLBACKEND or the display say.
 
 from __future__ import annotations
 
-import importlib
-import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -20,7 +18,6 @@ from rnngen.errors import RnngenError
 INSTALL_HINT = 'plot needs the optional packages: pip install "rnngen[plot]"'
 FORMATS = (".png", ".svg", ".pdf")
 LN2 = math.log(2)
-DRUM_CHANNEL = 9  # MIDI channel 10, counted from 1
 NOTE_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 
 
@@ -82,10 +79,10 @@ class Roll:
 
 
 def read_roll(source: str | Path | bytes, title: str | None = None) -> Roll:
-    """A MIDI file as parts: one per track and channel that has notes (the chorales keep each voice
-    on its own track, all on one channel; other files keep parts on channels of one track).
-    Read here with mido rather than through `rnngen.midi`, whose reader merges every part."""
-    import mido
+    """A MIDI file as rnngen reads it with parts and drums (`midi.files.read_midi`): one part per
+    track, or per channel of a track that has several, named after its track where it has a name."""
+    from rnngen.midi.codec import STEPS_PER_QUARTER
+    from rnngen.midi.files import MidiError, read_midi, time_signature
 
     if isinstance(source, (bytes, bytearray)):
         data, title = bytes(source), title or "MIDI"
@@ -96,58 +93,31 @@ def read_roll(source: str | Path | bytes, title: str | None = None) -> Roll:
         except OSError as e:
             raise RnngenError(f"cannot read {source}: {e.strerror or e}") from None
     try:
-        mid = mido.MidiFile(file=io.BytesIO(data))
-    except Exception as e:  # mido raises many kinds on damaged input; any of them means "unreadable"
-        raise RnngenError(f"cannot draw {title}: it is not a readable MIDI file ({_first_line(e)})") from None
-    if mid.type == 2 or mid.ticks_per_beat <= 0:
-        raise RnngenError(f"cannot draw {title}: only MIDI files of type 0 or 1, timed in beats, are drawn")
-    tpb = mid.ticks_per_beat
-    parts: dict[tuple[int, int], Part] = {}
-    signature = None  # (tick, numerator, denominator) of the earliest time signature
-    for index, track in enumerate(mid.tracks):
-        tick, name, sounding = 0, None, {}  # sounding: (channel, pitch) -> onset ticks, oldest first
-        for msg in track:
-            tick += msg.time
-            if msg.type == "track_name" and name is None:
-                name = msg.name.strip() or None
-            elif msg.type == "time_signature" and (signature is None or tick < signature[0]):
-                signature = (tick, msg.numerator, msg.denominator)
-            elif msg.type == "note_on" and msg.velocity > 0:
-                sounding.setdefault((msg.channel, msg.note), []).append(tick)
-            elif msg.type in ("note_on", "note_off") and sounding.get((msg.channel, msg.note)):
-                start = sounding[(msg.channel, msg.note)].pop(0)
-                _add(parts, index, name, msg.channel, msg.note, start, tick, tpb)
-        for (channel, pitch), starts in sounding.items():  # never released: the track's end ends them
-            for start in starts:
-                _add(parts, index, name, channel, pitch, start, tick, tpb)
-    ordered = [parts[k] for k in sorted(parts)]
-    _name_parts(ordered, [k for k in sorted(parts)])
-    end = max((s + n for p in ordered for s, n in zip(p.starts, p.lengths)), default=0.0)
-    bar_beats = bar_start = None
-    if signature is not None:
-        bar_start, bar_beats = signature[0] / tpb, signature[1] * 4 / signature[2]
-    return Roll(title, ordered, end, bar_beats, bar_start or 0.0)
+        signature = time_signature(data)
+    except MidiError as e:
+        raise RnngenError(f"cannot draw {title}: it is not a readable MIDI file ({e})") from None
+    try:
+        piece = read_midi(data, drums=True, parts=True)
+    except MidiError:  # readable, but no notes: an empty panel
+        return Roll(title, [], 0.0, None, 0.0)
+    parts = [Part(_label(i, part, piece.parts)) for i, part in enumerate(piece.parts)]
+    for note in piece.notes:
+        part = parts[note.part]
+        part.starts.append(note.onset / STEPS_PER_QUARTER)
+        part.lengths.append(note.dur / STEPS_PER_QUARTER)
+        part.pitches.append(note.pitch)
+    end = max((n.onset + n.dur for n in piece.notes), default=0) / STEPS_PER_QUARTER
+    if signature is None:
+        return Roll(title, parts, end, None, 0.0)
+    start, numerator, denominator = signature
+    return Roll(title, parts, end, numerator * 4 / denominator, start)
 
 
-def _add(parts: dict, track: int, name: str | None, channel: int, pitch: int, start: int, end: int,
-         tpb: int) -> None:
-    part = parts.setdefault((track, channel), Part(name or ""))
-    part.starts.append(start / tpb)
-    part.lengths.append(max(end - start, 1) / tpb)
-    part.pitches.append(pitch)
-
-
-def _name_parts(parts: list[Part], keys: list[tuple[int, int]]) -> None:
-    """Track names where they tell parts apart, else 'track T ch C'; channel 10 is 'drums'."""
-    names = [p.name for p in parts]
-    for part, (track, channel) in zip(parts, keys):
-        label = part.name if part.name and names.count(part.name) == 1 else f"track {track} ch {channel + 1}"
-        part.name = f"{label} (drums)" if channel == DRUM_CHANNEL else label
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0][:120] if lines else type(e).__name__
+def _label(index: int, part, every: list) -> str:
+    """The track's name where it tells the part apart, else 'part N'; drums say so."""
+    names = [p.name for p in every]
+    label = part.name if part.name and names.count(part.name) == 1 else f"part {index + 1}"
+    return f"{label} (drums)" if part.drums else label
 
 
 def note_name(pitch: int) -> str:

@@ -74,7 +74,7 @@ def test_parts_are_tracks_with_their_names(tmp_path):
 
 def test_parts_are_channels_of_one_track(tmp_path):
     roll = plot.read_roll(two_part_file(tmp_path / "a.mid", signature=(6, 8), type_1=False))
-    assert [p.name for p in roll.parts] == ["track 0 ch 1", "track 0 ch 2"]
+    assert [p.name for p in roll.parts] == ["part 1", "part 2"]
     assert roll.parts[1].pitches == [48, 43, 36]
     assert roll.bar_beats == 3  # 6/8: six eighths, three quarter-note beats
 
@@ -90,7 +90,7 @@ def test_drum_channel_is_named(tmp_path):
     out = io.BytesIO()
     mid.save(file=out)
     roll = plot.read_roll(out.getvalue())
-    assert [p.name for p in roll.parts] == ["track 0 ch 10 (drums)"]
+    assert [p.name for p in roll.parts] == ["part 1 (drums)"]
 
 
 def test_unreadable_midi_is_one_line(tmp_path):

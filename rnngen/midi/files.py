@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rnngen.errors import RnngenError
+from rnngen.errors import RnngenError, first_line
 from rnngen.midi.codec import STEPS_PER_QUARTER, Note, canonical, struck_again
 from rnngen.midi.parts import Part
 
@@ -69,6 +69,21 @@ def read_midi(source: Path | str | bytes, steps_per_quarter: int = STEPS_PER_QUA
     return Piece(canonical(notes), qpm, [found[key] for key in sorted(found)] if parts else [Part()])
 
 
+def time_signature(source: Path | str | bytes) -> tuple[float, int, int] | None:
+    """(the beat it starts at, numerator, denominator) of a file's earliest time signature, or None;
+    MidiError where the file cannot be read."""
+    mid, first = _open(source), None
+    for track in mid.tracks:
+        tick = 0
+        for msg in track:
+            tick += msg.time
+            if msg.type == "time_signature":
+                if first is None or tick < first[0]:
+                    first = (tick, msg.numerator, msg.denominator)
+                break
+    return None if first is None else (first[0] / mid.ticks_per_beat, first[1], first[2])
+
+
 def _open(source: Path | str | bytes):
     """The file as mido reads it, or MidiError saying why it cannot be used."""
     import mido
@@ -84,7 +99,7 @@ def _open(source: Path | str | bytes):
     except EOFError:
         raise MidiError("the file is truncated") from None
     except Exception as e:  # mido raises many kinds on damaged input; any of them means "unreadable"
-        raise MidiError(f"the file is damaged ({_first_line(e)})") from None
+        raise MidiError(f"the file is damaged ({first_line(e)})") from None
     if mid.type == 2:
         raise MidiError("type 2 MIDI files (independent sequences) are not supported")
     tpb = mid.ticks_per_beat
@@ -120,10 +135,6 @@ def _read_bytes(source: Path | str | bytes) -> bytes:
     except OSError as e:
         raise MidiError(f"cannot read it: {e.strerror or e}") from None
 
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0][:120] if lines else type(e).__name__
 
 
 def _to_steps(tick: int, tpb: int, spq: int) -> int:
