@@ -75,7 +75,7 @@ def rnngen_steps(model: RNNModel, tcfg: TrainConfig, streams: Streams, dtype, st
     for i in range(steps + 1):
         if i == 1:
             t0 = time.perf_counter()
-        x, y = next(windows)
+        x, y, _ = next(windows)
         with autocast(device, dtype):
             logits, state = model(x.long(), state)
         loss = F.cross_entropy(logits.float().view(-1, model.cfg.vocab_size), y.long().view(-1))
@@ -107,7 +107,7 @@ def main() -> None:
     cfg = ModelConfig(vocab_size=codec.vocab_size, layers=args.layers, hidden=args.hidden, dropout=args.dropout)
     tcfg = TrainConfig(batch_size=args.batch, seq_len=args.seq, lr=2e-3, warmup_steps=1)
     streams = Streams(train_ids, args.batch, args.seq)
-    x, y = next(streams.epoch(0))
+    x, y, _ = next(streams.epoch(0))
     x, y = x.long(), y.long()
     dtype = resolve_precision("auto", torch.device("cpu"))
 

@@ -2,9 +2,11 @@
 
     rnngen export shakespeare --format onnx -o shakespeare.onnx
     python examples/onnx_sample.py shakespeare.onnx -n 300 -p "ROMEO:" -t 0.8 -s 1
+    python examples/onnx_sample.py styles.onnx --tag python -n 300     # a model trained on TAG=PATH sources
 
-Everything needed is inside the .onnx file: the vocabulary and the state shapes are in its metadata
-under the key "rnngen". The model is one step: (tokens[B], h[, c]) -> (logits[B, V], h[, c]).
+Everything needed is inside the .onnx file: the vocabulary, the tags and the state shapes are in its
+metadata under the key "rnngen". The model is one step: (tokens[B], h[, c]) -> (logits[B, V], h[, c]);
+a tagged model takes tags[B] (each row's index into the metadata's "tags") after the tokens.
 """
 
 import argparse
@@ -22,6 +24,7 @@ def main() -> None:
     parser.add_argument("-p", "--prime", default="", help="text to start from")
     parser.add_argument("-t", "--temperature", type=float, default=0.8, help="0 is greedy")
     parser.add_argument("-s", "--seed", type=int, default=None)
+    parser.add_argument("--tag", help="the style to generate, for a model trained with tags (default: its first)")
     args = parser.parse_args()
 
     session = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
@@ -31,7 +34,12 @@ def main() -> None:
     chars = meta["codec"]["chars"]
     index = {ch: i for i, ch in enumerate(chars)}
     layers, hidden = meta["model"]["layers"], meta["model"]["hidden"]
-    state = {name: np.zeros((layers, 1, hidden), dtype=np.float32) for name in meta["inputs"][1:]}
+    state_names = [name for name in meta["inputs"] if name not in ("tokens", "tags")]
+    state = {name: np.zeros((layers, 1, hidden), dtype=np.float32) for name in state_names}
+    tags = meta.get("tags", [])
+    if args.tag is not None and args.tag not in tags:
+        sys.exit(f"unknown tag {args.tag!r}; this model's tags are: {', '.join(tags) or 'none'}")
+    tag = {"tags": np.array([tags.index(args.tag or tags[0])], dtype=np.int64)} if tags else {}
 
     unknown = sorted(set(args.prime) - index.keys())
     if unknown:
@@ -40,8 +48,8 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
 
     def step(token: int) -> np.ndarray:
-        outputs = session.run(None, {"tokens": np.array([token], dtype=np.int64), **state})
-        for name, value in zip(meta["inputs"][1:], outputs[1:]):
+        outputs = session.run(None, {"tokens": np.array([token], dtype=np.int64), **tag, **state})
+        for name, value in zip(state_names, outputs[1:]):
             state[name] = value
         return outputs[0][0]  # (V,)
 

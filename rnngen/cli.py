@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from rnngen.cli_common import (Cell, DeviceOpt, Format, Kind, Precision, QuietOpt, SeedOpt, SoundfontOpt, StepPrecision, _check,
+from rnngen.cli_common import (Cell, DeviceOpt, Format, Kind, Precision, QuietOpt, SeedOpt, SoundfontOpt, StepPrecision, TagOpt, _check,
                                _parts_option, _plain, _seconds, _silence_stdout, _unescape, app, at_least_one, friendly,
                                non_negative, positive, rate, share)
 
@@ -30,7 +30,7 @@ BY_BUDGET = dict(show_default=False)  # options whose default the time budget ch
 def train(
     ctx: typer.Context,
     sources: Annotated[Optional[list[str]], typer.Argument(
-        help="Text files, MIDI files, folders (searched recursively), or - for text on stdin.",
+        help="Text files, MIDI files, folders (searched recursively), or - for text on stdin. TAG=PATH gives a source a tag (a style to ask for with sample --tag); tag every source or none.",
         show_default=False)] = None,
     kind: Annotated[Kind, typer.Option(help="What the sources are; auto looks at the files.")] = Kind.auto,
     cell: Annotated[Optional[Cell], typer.Option(help="Recurrent cell. (default: lstm)", show_default=False)] = None,
@@ -137,6 +137,7 @@ def sample(
     prime: Annotated[Optional[str], typer.Option("--prime", "-p", callback=_unescape, help=r"Text to start from (\n and \t escapes work).", show_default=False)] = None,
     prime_file: Annotated[Optional[str], typer.Option("--prime-file", "-f", help="Start from this file's text (MIDI models: continue this .mid file), or - for stdin.", show_default=False)] = None,
     stop: Annotated[Optional[list[str]], typer.Option(callback=_unescape, help="End a sample at this string (repeatable; not printed).", show_default=False)] = None,
+    tag: TagOpt = None,
     fmt: Annotated[Format, typer.Option("--format", help="text, or jsonl: one JSON object per sample.")] = Format.text,
     separator: Annotated[str, typer.Option(callback=_unescape, help="Printed between text samples.")] = r"\n\n",
     echo: Annotated[bool, typer.Option("--echo/--no-echo", help="Print the prime before the generated text (MIDI: keep the primer's notes in the file).")] = True,
@@ -155,7 +156,7 @@ def sample(
 
     if prime is not None and prime_file is not None:
         raise typer.BadParameter("give --prime or --prime-file, not both", param_hint="--prime")
-    sample_cmd.run(SampleConfig(**{**_plain(ctx.params), "stop": stop or []}))
+    sample_cmd.run(SampleConfig(**{**_plain(ctx.params), "stop": stop or [], "tag": tag or []}))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -178,12 +179,13 @@ def info(
 def eval_(
     checkpoint: Annotated[str, typer.Argument(help="A checkpoint path or a shipped model name.")],
     files: Annotated[list[str], typer.Argument(help="Held-out data: files, folders, or - for stdin.")],
+    tag: Annotated[Optional[list[str]], typer.Option(help="A tagged model: score the data as this style (repeatable). (default: every tag, a line each)", show_default=False)] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Loss of a model on held-out data: nats and bits per token, and perplexity."""
     from rnngen import info_cmd
 
-    print(info_cmd.evaluate(checkpoint, files, device))
+    print(info_cmd.evaluate(checkpoint, files, device, tag or []))
 
 
 @app.command()

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from rnngen.errors import RnngenError
+from rnngen.errors import RnngenError, UsageError
 
 app = typer.Typer(
     name="rnngen",
@@ -73,6 +73,10 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or me
 SoundfontOpt = Annotated[Optional[str], typer.Option(
     help="A General MIDI SoundFont (.sf2/.sf3). (default: $RNNGEN_SOUNDFONT, else the one the audio extra ships)",
     show_default=False)]
+TagOpt = Annotated[Optional[list[str]], typer.Option(
+    help="A tagged model: generate in this style. Repeatable: the tags take the batch's samples in turn "
+         "(-b 4 --tag a --tag b: a, b, a, b). (default: each sample's tag drawn by its share of the training data)",
+    show_default=False)]
 
 
 def err(message: str) -> None:
@@ -92,7 +96,7 @@ def friendly(command):
             return command(*args, **kwargs)
         except RnngenError as e:
             err(str(e))
-            raise typer.Exit(1) from None
+            raise typer.Exit(2 if isinstance(e, UsageError) else 1) from None
         except BrokenPipeError:
             _silence_stdout()
             raise typer.Exit(0) from None

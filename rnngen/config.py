@@ -38,13 +38,16 @@ class ModelConfig:
     dropout: float = setting(0.0, fine_tune=True)
     weight_drop: float = setting(0.0, fine_tune=True)  # training only: dropout on the recurrent weights, one mask per step
     embed_dropout: float = setting(0.0, fine_tune=True)  # training only: drops whole input tokens (their embeddings)
+    tags: tuple[str, ...] = ()  # the styles the model is conditioned on (rnngen/tags.py); like vocab_size, from the data
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
+        self.tags = tuple(self.tags)  # a checkpoint stores a list
 
 
 LIMITS = ("max_steps", "max_time", "epochs")
+FROM_DATA = ("vocab_size", "tags")  # ModelConfig fields that the corpus decides, not an option
 
 
 @dataclass
@@ -112,6 +115,7 @@ class SampleConfig:
     prime: str | None = None
     prime_file: str | None = None
     stop: list[str] = field(default_factory=list)
+    tag: list[str] = field(default_factory=list)  # a tagged model: each row's style, in turn across the batch
     fmt: str = "text"
     separator: str = "\n\n"
     echo: bool = True
@@ -160,7 +164,7 @@ def defaults_for_budget(seconds: float | None) -> dict:
 
 @dataclass
 class Plan:
-    model: dict[str, Any]  # ModelConfig's fields but the vocabulary size, which the codec decides
+    model: dict[str, Any]  # ModelConfig's fields but those the data decides (FROM_DATA)
     train: TrainConfig
 
 
@@ -182,7 +186,7 @@ def plan(given: dict[str, Any], resumed: dict | None = None, base: dict | None =
                          lambda f: not f.metadata.get("fine_tune"))
         model.update({k: v for k, v in given.items() if k in model})
         return Plan(model, train)
-    model_fields = {f.name: f for f in fields(ModelConfig) if f.name != "vocab_size"}
+    model_fields = {f.name: f for f in fields(ModelConfig) if f.name not in FROM_DATA}
     return Plan({k: chosen.get(k, model_fields[k].default) for k in model_fields}, train)
 
 
@@ -210,7 +214,7 @@ def _saved(cls, values: Any, what: str) -> dict[str, Any]:
     """A checkpoint's config as a dict of the fields this version knows (older files may lack some)."""
     if not isinstance(values, dict):
         raise RnngenError(f"the checkpoint's {what} settings are damaged")
-    known = {f.name: f for f in fields(cls) if f.name != "vocab_size"}
+    known = {f.name: f for f in fields(cls) if f.name not in FROM_DATA}
     out = {k: values[k] for k in known if k in values}
     for name, f in known.items():
         if name not in out:

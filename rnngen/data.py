@@ -127,11 +127,12 @@ class Streams:
     """A 1-D token tensor cut into `batch` parallel streams, read `seq_len` tokens at a time.
 
     Each epoch starts the streams at a different offset (drawn from the seed), so that the window
-    boundaries move between epochs.
+    boundaries move between epochs. `tags` (a tagged corpus) holds each token's tag and is cut the
+    same way.
     """
 
-    def __init__(self, ids: torch.Tensor, batch: int, seq_len: int, seed: int = 0):
-        self.ids, self.batch, self.seq_len, self.seed = ids, batch, seq_len, seed
+    def __init__(self, ids: torch.Tensor, batch: int, seq_len: int, seed: int = 0, tags: torch.Tensor | None = None):
+        self.ids, self.batch, self.seq_len, self.seed, self.tags = ids, batch, seq_len, seed, tags
         if self.windows_per_epoch < 1:
             need = batch * (seq_len + 1) + seq_len
             raise RnngenError(
@@ -151,15 +152,17 @@ class Streams:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return int(torch.randint(0, self.seq_len, (1,), generator=g))
 
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(x, y) windows of shape (batch, seq_len), from window `start` of `epoch` on."""
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """(x, y, tags of x or None) windows of shape (batch, seq_len), from window `start` of `epoch` on."""
         n, T = self.windows_per_epoch, self.seq_len
         span = n * T
         off = self._offset(epoch)
         x = self.ids[off : off + self.batch * span].view(self.batch, span)  # (B, n*T)
         y = self.ids[off + 1 : off + 1 + self.batch * span].view(self.batch, span)  # (B, n*T)
+        t = None if self.tags is None else self.tags[off : off + self.batch * span].view(self.batch, span)
         for i in range(start, n):
-            yield x[:, i * T : (i + 1) * T], y[:, i * T : (i + 1) * T]
+            window = slice(i * T, (i + 1) * T)
+            yield x[:, window], y[:, window], None if t is None else t[:, window]
 
 
 def eval_windows(ids: torch.Tensor, batch: int, seq_len: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -5,6 +5,11 @@ class RnngenError(Exception):
     """A failure the user can act on; the CLI prints it on one line and exits 1."""
 
 
+class UsageError(RnngenError):
+    """A command line that cannot work, found only once a file was read (e.g. a tag the model does
+    not have): one line, and exit 2 like the usage errors the parser finds."""
+
+
 def first_line(e: BaseException, width: int = 120) -> str:
     """What a library's exception says, cut to one line: the part of it worth showing a user."""
     lines = str(e).strip().splitlines()

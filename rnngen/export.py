@@ -1,4 +1,5 @@
-"""Export the one-step function (tokens[B], *state) -> (logits[B, V], *state) with a dynamic batch,
+"""Export the one-step function (tokens[B], *state) -> (logits[B, V], *state) with a dynamic batch
+(a tagged model takes tags[B] after the tokens: each row's tag index into the metadata's "tags"),
 as ONNX or as a torch.export program, with everything needed to sample stored inside the file,
 then check the exported model against rnngen's own step.
 """
@@ -29,6 +30,11 @@ def state_names(cell: str) -> list[str]:
     return ["h", "c"] if cell == "lstm" else ["h"]
 
 
+def input_names(cfg) -> list[str]:
+    """The step's inputs in order: the tokens, a tagged model's tags, the state."""
+    return ["tokens", *(["tags"] if cfg.tags else []), *state_names(cfg.cell)]
+
+
 def metadata(model: RNNModel, codec, source: str) -> dict:
     """What a sampler outside rnngen needs: the codec, the sizes and how the state is shaped."""
     cfg = model.cfg
@@ -38,9 +44,10 @@ def metadata(model: RNNModel, codec, source: str) -> dict:
         "kind": codec.kind,
         "codec": codec.to_dict(),
         "model": asdict(cfg),
-        "inputs": ["tokens"] + state_names(cfg.cell),
+        "inputs": input_names(cfg),
         "outputs": ["logits"] + [f"{n}_out" for n in state_names(cfg.cell)],
         "tokens": "int64 [batch]",
+        **({"tags": list(cfg.tags), "tag_input": "int64 [batch], each row's index into tags"} if cfg.tags else {}),
         "state": {n: f"float32 [{cfg.layers}, batch, {cfg.hidden}], zeros to start" for n in state_names(cfg.cell)},
         "logits": f"float32 [batch, {cfg.vocab_size}], unnormalised",
     }
@@ -49,9 +56,10 @@ def metadata(model: RNNModel, codec, source: str) -> dict:
 def example_inputs(model: RNNModel, batch: int, generator: torch.Generator | None = None) -> tuple:
     cfg = model.cfg
     tokens = torch.randint(0, cfg.vocab_size, (batch,), generator=generator)
+    tags = (torch.randint(0, len(cfg.tags), (batch,), generator=generator),) if cfg.tags else ()
     states = tuple(torch.randn(cfg.layers, batch, cfg.hidden, generator=generator) * 0.5
                    for _ in state_names(cfg.cell))
-    return (tokens, *states)
+    return (tokens, *tags, *states)
 
 
 def export(name: str, fmt: str, out: Path | None = None, force: bool = False) -> tuple[Path, float]:
@@ -80,7 +88,8 @@ def export(name: str, fmt: str, out: Path | None = None, force: bool = False) ->
 
 def _dynamic_shapes(model: RNNModel) -> tuple:
     batch = torch.export.Dim("batch", min=1, max=65536)
-    return ({0: batch}, tuple({1: batch} for _ in state_names(model.cfg.cell)))  # (tokens, *state)
+    tags = ({0: batch},) if model.cfg.tags else ()
+    return ({0: batch}, (*tags, *({1: batch} for _ in state_names(model.cfg.cell))))  # (tokens, *inputs)
 
 
 def _export_pt2(step: StepModel, model: RNNModel, meta: dict, out: Path) -> None:
@@ -105,7 +114,7 @@ def _export_onnx(step: StepModel, model: RNNModel, meta: dict, out: Path) -> Non
             logger.setLevel(logging.ERROR)
             program = torch.onnx.export(
                 step, example_inputs(model, 2), dynamo=True, external_data=False, verbose=False,
-                dynamic_shapes=_dynamic_shapes(model), input_names=["tokens", *names],
+                dynamic_shapes=_dynamic_shapes(model), input_names=input_names(model.cfg),
                 output_names=["logits", *(f"{n}_out" for n in names)],
             )
     finally:
@@ -147,12 +156,13 @@ def check(step: StepModel, model: RNNModel, run, steps: int = 4) -> float:
     worst = 0.0
     for batch in (1, 5):
         inputs = example_inputs(model, batch, generator)
-        states_ours, states_theirs = inputs[1:], inputs[1:]
+        tags = inputs[1:2] if model.cfg.tags else ()
+        states_ours = states_theirs = inputs[1 + len(tags):]
         for _ in range(steps):
             tokens = torch.randint(0, model.cfg.vocab_size, (batch,), generator=generator)
             with torch.no_grad():
-                ours = step(tokens, *states_ours)
-            theirs = run(tokens, *states_theirs)
+                ours = step(tokens, *tags, *states_ours)
+            theirs = run(tokens, *tags, *states_theirs)
             worst = max(worst, *((a - b).abs().max().item() for a, b in zip(ours, theirs)))
             states_ours, states_theirs = ours[1:], tuple(theirs[1:])
     return worst

@@ -9,6 +9,7 @@ import sys
 from rnngen import checkpoint as ckpt_io
 from rnngen.chart import chart_or_line
 from rnngen.config import format_duration
+from rnngen.tags import describe_tags
 
 LN2 = math.log(2)
 
@@ -24,6 +25,8 @@ def info(name: str) -> str:
         f"{f', weight drop {cfg.weight_drop}' if cfg.weight_drop else ''}"
         f"{f', embedding dropout {cfg.embed_dropout}' if cfg.embed_dropout else ''}, {model.num_params():,} parameters",
     ]
+    if cfg.tags:
+        lines.append(f"tags        {describe_tags(cfg.tags, _shares(tr.get('tag_tokens')))} of the training data")
     if tr:
         c = tr.get("config", {})
         lines += [
@@ -37,10 +40,16 @@ def info(name: str) -> str:
         if "val_loss" in tr:
             v = tr["val_loss"]
             lines.append(f"validation  {v:.4f} nats/{codec.unit} ({v / LN2:.4f} bits/{codec.unit})")
+        if tr.get("val_by_tag"):
+            lines.append("  by tag    " + ", ".join(f"{t} {v:.4f}" for t, v in zip(cfg.tags, tr["val_by_tag"])))
         if tr.get("val_history"):
             lines.append(chart_or_line(tr["val_history"], sys.stdout.isatty()))
     lines.append(f"resumable   {'yes' if 'resume' in ckpt else 'no'}")
     return "\n".join(lines)
+
+
+def _shares(tokens: list[int] | None) -> list[float] | None:
+    return [n / (sum(tokens) or 1) for n in tokens] if tokens else None
 
 
 def _sources(names: list) -> str:
@@ -49,18 +58,28 @@ def _sources(names: list) -> str:
     return ", ".join(names) or "?"
 
 
-def evaluate(name: str, files: list[str], device: str) -> str:
+def evaluate(name: str, files: list[str], device: str, tags: list[str] | None = None) -> str:
+    """The loss on `files`; a tagged model scores them as each tag asked for (default: every tag),
+    a line each, so one can see which style the data is closest to."""
+    import torch
+
     from rnngen.device import resolve_device, resolve_precision
     from rnngen.kinds import kind_of
+    from rnngen.tags import check_tags
     from rnngen.train import evaluate as loss_of
 
     dev = resolve_device(device)
     model, codec, _ = ckpt_io.load_model(name)
+    check_tags(model.cfg.tags, tags or [])
     ids = kind_of(codec).load_eval(files, codec)
-    nats = loss_of(model.to(dev), ids, dev, resolve_precision("auto", dev))
-    unit = codec.unit
-    return (f"{nats:.4f} nats/{unit}  {nats / LN2:.4f} bits/{unit}  perplexity {math.exp(nats):.3f}  "
-            f"({len(ids):,} {unit}s)")
+    model, dtype, unit = model.to(dev), resolve_precision("auto", dev), codec.unit
+    lines = []
+    for tag in (tags or model.cfg.tags) or [None]:
+        each = None if tag is None else torch.full_like(ids, model.cfg.tags.index(tag), dtype=torch.uint8)
+        nats = loss_of(model, ids, dev, dtype, tags=each)
+        lines.append(f"{nats:.4f} nats/{unit}  {nats / LN2:.4f} bits/{unit}  perplexity {math.exp(nats):.3f}  "
+                     f"({len(ids):,} {unit}s{'' if tag is None else f', as {tag}'})")
+    return "\n".join(lines)
 
 
 def stats(files: list[str], drums: bool) -> str:

@@ -1,9 +1,13 @@
 """The one model: embedding -> LSTM/GRU/RNN -> linear head, for text and MIDI alike.
 
 Contract (shared by every kind of data):
-    forward(tokens[B, T], state=None) -> (logits[B, T, V], state)
+    forward(tokens[B, T], state=None, tags=None) -> (logits[B, T, V], state)
     init_state(batch, device) -> state
 A state is a tuple of (layers, B, hidden) tensors: (h, c) for LSTM, (h,) for GRU and RNN.
+
+A tagged model (cfg.tags, rnngen/tags.py) also takes the style of every position, tags[B, T] (or
+tags[B], one per row): a learned tag vector is added to each input embedding, at every step, so
+the style cannot fade as a sample grows long. An untagged model has no such table and no extra work.
 
 `StepModel` is the same network written as explicit cells for one time step, which is what
 sampling and export need: on a CPU it is several times cheaper per step than calling the fused
@@ -50,6 +54,8 @@ class RNNModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed)
+        if cfg.tags:
+            self.tag_embed = nn.Embedding(len(cfg.tags), cfg.embed)
         self.rnn = _LAYERS[cfg.cell](
             cfg.embed, cfg.hidden, cfg.layers, batch_first=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0
         )
@@ -63,10 +69,15 @@ class RNNModel(nn.Module):
         shape = (self.cfg.layers, batch, self.cfg.hidden)
         return tuple(torch.zeros(shape, device=device) for _ in range(self.state_size))
 
-    def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    def forward(self, tokens: torch.Tensor, state: State | None = None,
+                tags: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
         x = self.embed(tokens)  # (B, T, E)
         if self.training and self.cfg.embed_dropout:  # drop whole tokens: one mask value per position
             x = x * dropout(x.new_ones(*x.shape[:-1], 1), self.cfg.embed_dropout)
+        if self.cfg.tags:  # after the token dropout: a dropped token still has its style
+            if tags is None:
+                raise ValueError("a tagged model needs the tag of every row")
+            x = x + self.tag_embed(tags.long() if tags.dim() == 2 else tags.long()[:, None])  # (B, T|1, E)
         hx = None if state is None else (state if self.cfg.cell == "lstm" else state[0])
         out, hx = self._recur(x, hx)  # (B, T, H)
         logits = self.head(dropout(out, self.cfg.dropout, self.training))  # (B, T, V)
@@ -181,7 +192,7 @@ class StepModel(nn.Module):
             raise ValueError("int8 steps need the embedding and hidden sizes to be multiples of 16")
         self.cell, self.layers, self.hidden, self.precision = cfg.cell, cfg.layers, cfg.hidden, precision
         self.dtype = torch.float32 if precision == "fp32" else torch.bfloat16  # of hb and the products
-        self.embed_size = cfg.embed
+        self.embed_size, self.tagged = cfg.embed, bool(cfg.tags)
         rnn = model.rnn
         rows = lstm_gate_order(cfg.hidden) if cfg.cell == "lstm" else None  # rows are gates
 
@@ -215,6 +226,8 @@ class StepModel(nn.Module):
                     keep_weight(f"w{k}", w_ih, w_hh)  # (G*H, in + H)
                     b = b_ih + b_hh
                     keep(f"b{k}", (b if rows is None else b[rows])[:, None])  # (G*H, 1)
+            if self.tagged:
+                keep("tag_embed", model.tag_embed.weight.detach().T.to(self.dtype, copy=True))  # (E, K)
             keep("w_out", model.head.weight.detach().float())  # (V, H)
             if self.dtype != torch.float32:  # for large batches, where a bf16 product is the faster one
                 keep("w_out_low", model.head.weight.detach().to(self.dtype))
@@ -230,10 +243,12 @@ class StepModel(nn.Module):
         return hb, [] if carry is None else [x.T.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
                                             for x in carry]
 
-    def forward(self, tokens: torch.Tensor, *state: torch.Tensor):
-        """The export contract: state tensors are (L, B, H), as `RNNModel.init_state` makes them."""
+    def forward(self, tokens: torch.Tensor, *inputs: torch.Tensor):
+        """The export contract: (tokens[B], tags[B] for a tagged model only, *state), the state tensors
+        (L, B, H) as `RNNModel.init_state` makes them."""
+        tags, state = (inputs[0], inputs[1:]) if self.tagged else (None, inputs)
         hb, carry = self.new_state(*state)
-        logits = self.step(tokens, hb, carry)
+        logits = self.step(tokens, hb, carry, tags)
         if self.cell == "gru":
             h = torch.stack(carry).transpose(1, 2)  # the fp32 state, not its matmul copy
         else:
@@ -253,10 +268,14 @@ class StepModel(nn.Module):
             return torch.mv(weight, x.view(-1)).float().add_(bias.view(-1)).view(-1, 1)
         return torch.mm(weight, x).float().add_(bias)
 
-    def step(self, tokens: torch.Tensor, hb: torch.Tensor, carry: list[torch.Tensor]) -> torch.Tensor:
-        """Advance every column one token: `hb` and `carry`'s tensors are updated in place."""
+    def step(self, tokens: torch.Tensor, hb: torch.Tensor, carry: list[torch.Tensor],
+             tags: torch.Tensor | None = None) -> torch.Tensor:
+        """Advance every column one token (of a tagged model, in the style tags[B]): `hb` and
+        `carry`'s tensors are updated in place."""
         E, H, cell = self.embed_size, self.hidden, self.cell
         torch.index_select(self.embed, 1, tokens, out=hb[:E])  # x_0: the tokens' embeddings
+        if self.tagged:
+            hb[:E] += self.tag_embed.index_select(1, tags)  # (E, B)
         for k in range(self.layers):
             top = E + (k + 1) * H  # layer k reads rows [x_k | h_k] = [start, mid) + [mid, top)
             start, mid = (0 if k == 0 else top - 2 * H), top - H

@@ -19,12 +19,13 @@ from rnngen.sample import StopScanner
 
 
 def write_text(out: str | None, tokens: Iterable[torch.Tensor], codec, *, batch: int, prime: str, echo: bool,
-               stops: list[str], fmt: str, separator: str, seed: int, quiet: bool, length: int) -> None:
+               stops: list[str], fmt: str, separator: str, seed: int, quiet: bool, length: int,
+               tags: list[str] | None = None) -> None:
     """Text samples to `out` (None or - for stdout): one streams as it is sampled, a batch is written
-    when it ends, jsonl as one object per sample."""
+    when it ends, jsonl as one object per sample (with its tag, for a tagged model)."""
     with _output(out) as stream:
         if fmt == "jsonl":
-            _write_jsonl(stream, tokens, codec, batch, prime, stops, seed, quiet, length)
+            _write_jsonl(stream, tokens, codec, batch, prime, stops, seed, quiet, length, tags)
         elif batch == 1:
             _stream_one(stream, tokens, codec, prime if echo else "", stops)
         else:
@@ -129,10 +130,12 @@ def _write_batch(stream: TextIO, tokens, codec, batch: int, prime: str, stops: l
 
 
 def _write_jsonl(stream: TextIO, tokens, codec, batch: int, prime: str, stops: list[str], seed: int,
-                 quiet: bool, length: int) -> None:
+                 quiet: bool, length: int, tags: list[str] | None) -> None:
     texts, counts, reasons = _collect(tokens, codec, batch, stops, quiet, length)
     for i, (text, count, reason) in enumerate(zip(texts, counts, reasons)):
         record = {"index": i, "prime": prime, "text": text, "seed": seed, "tokens": count, "stop_reason": reason}
+        if tags is not None:
+            record["tag"] = tags[i]
         stream.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 

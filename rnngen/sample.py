@@ -42,8 +42,9 @@ def step_precision(name: str, device: torch.device, model: RNNModel, batch: int)
 
 def make_step(model: RNNModel, precision: str, batch: int, device: torch.device) -> StepModel | step_int8.Int8Step:
     """The step for a resolved precision: int8 is `StepModel`'s int8 weights with bf16 activations
-    for one sample, and `Int8Step` (int8 activations too) for a batch, the faster of the two there."""
-    if precision == "int8" and batch > 1 and step_int8.available():
+    for one sample, and `Int8Step` (int8 activations too) for a batch of an untagged model, the faster
+    of the two there."""
+    if precision == "int8" and batch > 1 and step_int8.available() and not model.cfg.tags:
         return step_int8.Int8Step(model)
     return StepModel(model, precision).to(device)
 
@@ -120,11 +121,13 @@ def _prime_kernel(length: int, device: torch.device) -> Iterator[None]:
 def generate(model: RNNModel, prime: Sequence[int], length: int, batch: int = 1, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, seed: int = 0,
              device: torch.device | None = None, mask: Mask | None = None,
-             stepper: StepModel | step_int8.Int8Step | None = None, precision: str = "auto") -> Iterator[torch.Tensor]:
+             stepper: StepModel | step_int8.Int8Step | None = None, precision: str = "auto",
+             tags: Sequence[int] | None = None) -> Iterator[torch.Tensor]:
     """Yield `length` steps of sampled tokens, each a (batch,) tensor on the model's device.
 
     The prime runs once through the fused layer; its state is copied to every row; then all rows
-    step together.
+    step together. A tagged model takes each row's tag index in `tags`; the prime then runs once
+    per distinct tag.
     """
     if not prime:
         raise ValueError("generate needs at least one prime token")
@@ -132,12 +135,11 @@ def generate(model: RNNModel, prime: Sequence[int], length: int, batch: int = 1,
     generator = torch.Generator(device=device).manual_seed(seed)
     sampler = Sampler(temperature, top_k, top_p, generator)
     step = stepper or make_step(model, step_precision(precision, device, model, batch), batch, device)
+    row_tags = None if tags is None else torch.tensor(list(tags), dtype=torch.long, device=device)  # (B,)
+    by_tag = () if row_tags is None else (row_tags,)  # a tagged model's steps take the rows' tags
 
-    tokens = torch.tensor([list(prime)], dtype=torch.long, device=device)  # (1, P)
-    with _prime_kernel(len(prime), device):
-        logits, state = model(tokens)  # (1, P, V)
-    logits = logits[:, -1].float().expand(batch, -1)  # (B, V)
-    hb, carry = step.new_state(*(s.expand(-1, batch, -1) for s in state))  # the prime's state in every row
+    logits, state = _run_prime(model, prime, batch, device, row_tags)  # (B, V), (L, B, H) each
+    hb, carry = step.new_state(*state)
     last = None
     for i in range(length):
         if mask is not None:
@@ -145,7 +147,22 @@ def generate(model: RNNModel, prime: Sequence[int], length: int, batch: int = 1,
         last = sampler(logits)  # (B,)
         yield last
         if i + 1 < length:
-            logits = step.step(last, hb, carry)
+            logits = step.step(last, hb, carry, *by_tag)
+
+
+def _run_prime(model: RNNModel, prime: Sequence[int], batch: int, device: torch.device,
+               tags: torch.Tensor | None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """The logits after the prime and the state it leaves, for every row: the prime runs through
+    the fused layer once (for a tagged model, once for each distinct tag) and is copied to the rows."""
+    tokens = torch.tensor([list(prime)], dtype=torch.long, device=device)  # (1, P)
+    if tags is None:
+        with _prime_kernel(len(prime), device):
+            logits, state = model(tokens)  # (1, P, V)
+        return logits[:, -1].float().expand(batch, -1), tuple(s.expand(-1, batch, -1) for s in state)
+    distinct, which = torch.unique(tags, return_inverse=True)  # (D,), (B,)
+    with _prime_kernel(len(prime), device):
+        logits, state = model(tokens.expand(len(distinct), -1), tags=distinct)  # (D, P, V)
+    return logits[:, -1].float()[which], tuple(s[:, which] for s in state)
 
 
 class StopScanner:

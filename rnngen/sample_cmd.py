@@ -11,16 +11,18 @@ from rnngen.config import SampleConfig
 from rnngen.device import resolve_device
 from rnngen.kinds import kind_of
 from rnngen.sample import make_step, step_precision
+from rnngen.tags import sample_tags
 from rnngen.text import Sampling
 
 
 def run(cfg: SampleConfig) -> None:
     dev = resolve_device(cfg.device)
-    model, codec, _ = checkpoint_io.load_model(cfg.checkpoint)
+    model, codec, ckpt = checkpoint_io.load_model(cfg.checkpoint)
     model.to(dev)
     kind = kind_of(codec)
     precision = step_precision(cfg.precision, dev, model, cfg.num_samples)
     seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
     step = make_step(model, precision, cfg.num_samples, dev)
+    tags = sample_tags(model.cfg.tags, cfg.tag, cfg.num_samples, ckpt.get("train", {}).get("tag_tokens"), seed)
     kind.sample(codec, cfg, Sampling(model, step, dev, seed, cfg.length or kind.default_length,
-                                     Path(cfg.checkpoint).stem or "sample"))
+                                     Path(cfg.checkpoint).stem or "sample", tags))

@@ -23,6 +23,7 @@ class Corpus(NamedTuple):
     train_ids: torch.Tensor  # (N,) compact ids
     val_ids: torch.Tensor  # (M,)
     names: list[str]  # the sources read, as the checkpoint records them
+    tags: object = None  # tags.Tags for TAG=PATH sources (each token's tag); None: untagged
 
 
 class Sampling(NamedTuple):
@@ -34,6 +35,10 @@ class Sampling(NamedTuple):
     seed: int
     length: int
     name: str  # the model's name, for default file names
+    tags: list[int] | None = None  # a tagged model: each row's tag index (rnngen/tags.py)
+
+    def tag_names(self) -> list[str] | None:
+        return None if self.tags is None else [self.model.cfg.tags[t] for t in self.tags]
 
 
 class TextKind:
@@ -62,9 +67,10 @@ class TextKind:
         # With no prime, start as the model saw most text start: after a newline (not printed).
         start = codec.encode(prime) if prime else [codec.index.get("\n", 0)]
         tokens = generate(run.model, start, run.length, cfg.num_samples, cfg.temperature, cfg.top_k, cfg.top_p,
-                          run.seed, run.device, stepper=run.step)
+                          run.seed, run.device, stepper=run.step, tags=run.tags)
         write_text(cfg.out, tokens, codec, batch=cfg.num_samples, prime=prime, echo=cfg.echo, stops=cfg.stop,
-                   fmt=cfg.fmt, separator=cfg.separator, seed=run.seed, quiet=cfg.quiet, length=run.length)
+                   fmt=cfg.fmt, separator=cfg.separator, seed=run.seed, quiet=cfg.quiet, length=run.length,
+                   tags=run.tag_names())
 
 
 KIND = TextKind()

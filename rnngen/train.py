@@ -65,32 +65,63 @@ class EvaluationStopped(Exception):
     """`should_stop` said so between two windows: no loss figure (a partial mean would mislead)."""
 
 
-@torch.no_grad()
 def evaluate(model: RNNModel, ids: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None,
-             batch: int = 64, seq_len: int = 256, should_stop: Callable[[], bool] | None = None) -> float:
+             batch: int = 64, seq_len: int = 256, should_stop: Callable[[], bool] | None = None,
+             tags: torch.Tensor | None = None) -> float:
     """Mean cross-entropy in nats per token over `ids`, reading it as parallel streams from a zero state.
-    `ids` 2-D (K, S) (see `data.val_sample`): its rows are the streams."""
+    `ids` 2-D (K, S) (see `data.val_sample`): its rows are the streams. `tags`: each token's tag,
+    shaped as `ids`, for a tagged model."""
+    return sum(loss_by_tag(model, ids, device, dtype, batch, seq_len, should_stop, tags).values(), Loss()).mean
+
+
+@dataclass
+class Loss:
+    total: float = 0.0  # nats
+    count: int = 0  # tokens
+
+    def __add__(self, other: Loss) -> Loss:
+        return Loss(self.total + other.total, self.count + other.count)
+
+    @property
+    def mean(self) -> float:
+        if self.count == 0:
+            raise RnngenError("the validation data is too short to evaluate (fewer than two tokens)")
+        return self.total / self.count
+
+
+@torch.no_grad()
+def loss_by_tag(model: RNNModel, ids: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None,
+                batch: int = 64, seq_len: int = 256, should_stop: Callable[[], bool] | None = None,
+                tags: torch.Tensor | None = None) -> dict[int, Loss]:
+    """`evaluate`'s sums kept apart for each tag index (all under 0 for an untagged model)."""
     was_training = model.training
     model.eval()
     ids = ids.to(device)
     if ids.dim() == 2:
         windows = row_windows(ids, seq_len)
+        tag_windows = row_windows(tags.to(device), seq_len) if tags is not None else None
     else:
         # Long streams: each one starts cold, so fewer, longer streams measure the model more fairly.
-        windows = eval_windows(ids, max(1, min(batch, len(ids) // 2048)), seq_len)
-    total, count, state = 0.0, 0, None
+        streams = max(1, min(batch, len(ids) // 2048))
+        windows = eval_windows(ids, streams, seq_len)
+        tag_windows = eval_windows(tags.to(device), streams, seq_len) if tags is not None else None
+    sums: dict[int, Loss] = {}
+    state = None
     for x, y in windows:
+        t = next(tag_windows)[0] if tag_windows is not None else None  # (B, T): the inputs' tags
         if should_stop is not None and should_stop():
             model.train(was_training)
             raise EvaluationStopped
         with autocast(device, dtype):
-            logits, state = model(x.long(), state)
-        total += F.cross_entropy(logits.float().flatten(0, 1), y.long().flatten(), reduction="sum").item()
-        count += y.numel()
+            logits, state = model(x.long(), state, t)
+        losses = F.cross_entropy(logits.float().flatten(0, 1), y.long().flatten(), reduction="none")  # (B*T,)
+        groups = torch.zeros_like(losses, dtype=torch.long) if t is None else t.flatten().long()
+        total = losses.new_zeros(int(groups.max()) + 1, dtype=torch.float64).index_add_(0, groups, losses.double())
+        count = torch.bincount(groups, minlength=len(total))
+        for k in torch.nonzero(count).flatten().tolist():
+            sums[k] = sums.get(k, Loss()) + Loss(total[k].item(), int(count[k]))
     model.train(was_training)
-    if count == 0:
-        raise RnngenError("the validation data is too short to evaluate (fewer than two tokens)")
-    return total / count
+    return sums
 
 
 def make_optimizer(model: RNNModel, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -118,16 +149,20 @@ class Trainer:
     def __init__(self, model: RNNModel, train_ids: torch.Tensor, val_ids: torch.Tensor, cfg: TrainConfig,
                  device: torch.device, dtype: torch.dtype | None, saver: Saver,
                  report: Callable[[Event], None] = lambda e: None, resume: dict | None = None,
-                 world: World | None = None):
+                 world: World | None = None, train_tags: torch.Tensor | None = None,
+                 val_tags: torch.Tensor | None = None):
         if not (cfg.max_steps or cfg.max_time or cfg.epochs):
             raise ValueError("a run needs at least one of max_steps, max_time, epochs")
         self.world = world or OneProcess(device)
         self.rows = self.world.rows(cfg.batch_size)
         self.model, self.cfg, self.saver = model.to(device), cfg, saver
         self.device, self.dtype, self.report = device, dtype, report
-        self.streams = Streams(train_ids.to(device), cfg.batch_size, cfg.seq_len, cfg.seed)
+        on_device = None if train_tags is None else train_tags.to(device)
+        self.streams = Streams(train_ids.to(device), cfg.batch_size, cfg.seq_len, cfg.seed, on_device)
         self.val_ids = val_ids
         self.val_sample = val_sample(val_ids, seed=cfg.seed)  # the same windows at every evaluation
+        self.val_tags = None if val_tags is None else val_sample(val_tags, seed=cfg.seed)  # the same places
+        self.val_by_tag: list[float] = []  # a tagged model's last validation loss for each tag
         self.opt = make_optimizer(model, cfg)
         self.scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
         self.params = list(model.parameters())
@@ -168,8 +203,8 @@ class Trainer:
         self.model.train()
         event = None
         while self.progress() < 1.0:
-            for x, y in self.streams.epoch(self.epoch, self.window):
-                event = self._step(x[self.rows], y[self.rows])  # (B/N, T): this rank's streams
+            for x, y, t in self.streams.epoch(self.epoch, self.window):
+                event = self._step(x[self.rows], y[self.rows], None if t is None else t[self.rows])  # (B/N, T): this rank's streams
                 finished = event.progress >= 1.0
                 if finished or self.timer.due(self.step, event.progress, self.clock.now):
                     self._evaluate_and_save(event)
@@ -192,14 +227,14 @@ class Trainer:
         return Outcome(self.step, self.best_val, self.last_val, self.clock.elapsed(), self.tokens,
                        self.saver.best_path, self.saver.last_path, self.history)
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor) -> Event:
-        """One optimisation step on this rank's windows x, y (B/N, T)."""
+    def _step(self, x: torch.Tensor, y: torch.Tensor, tags: torch.Tensor | None) -> Event:
+        """One optimisation step on this rank's windows x, y (B/N, T) (and the tags of x)."""
         t0 = time.monotonic()
         lr = learning_rate(self.cfg, self.step, self.progress())
         for group in self.opt.param_groups:
             group["lr"] = lr
         with autocast(self.device, self.dtype):
-            logits, state = self.net(x.long(), self.state)  # (B, T, V)
+            logits, state = self.net(x.long(), self.state, tags)  # (B, T, V)
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.long().view(-1))
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -264,13 +299,15 @@ class Trainer:
         if not self.world.main:
             return math.nan, 0
         try:
-            val = evaluate(self.model, self.val_sample, self.device, self.dtype, seq_len=max(self.cfg.seq_len, 128),
-                           should_stop=lambda: self.signals.received is not None)
+            by_tag = loss_by_tag(self.model, self.val_sample, self.device, self.dtype, seq_len=max(self.cfg.seq_len, 128),
+                                 should_stop=lambda: self.signals.received is not None, tags=self.val_tags)
         except EvaluationStopped:
             return math.nan, int(self.signals.received)
         finally:
             self.model.train()
-        return val, 0
+        if self.val_tags is not None:
+            self.val_by_tag = [by_tag[k].mean if k in by_tag else math.nan for k in range(len(self.model.cfg.tags))]
+        return sum(by_tag.values(), Loss()).mean, 0
 
     def _save_last(self) -> None:
         resume = capture(self)  # distributed: a collective, so on every rank

@@ -18,11 +18,12 @@ from rnngen.chart import chart_or_line
 from rnngen.config import ModelConfig, Plan, TrainConfig, TrainOptions, format_duration, plan
 from rnngen.data import VAL_CAP, detect_kind, expand_sources, writable_folder
 from rnngen.device import precision_name, resolve_precision
-from rnngen.errors import RnngenError
+from rnngen.errors import RnngenError, UsageError
 from rnngen.codec import codec_from_dict
 from rnngen.kinds import kind_named
 from rnngen.model import RNNModel
 from rnngen.report import Reporter
+from rnngen.tags import Sources, describe_tags, load_tagged, parse_sources
 from rnngen.train import Interrupted, Trainer
 
 
@@ -47,28 +48,32 @@ def _run(options: TrainOptions, world: distributed.World) -> int:
     settings = plan(options.settings, resumed, base)
     dtype = _precision(options.precision, resumed, world.device)
     sources = options.sources or settings.train.sources
+    given = parse_sources(sources)
     if world.size > 1:
-        distributed.check_sources(sources)
+        distributed.check_sources(given.paths)
     world.rows(settings.train.batch_size)  # the batch must split evenly among the processes
-    out = _out_path(options, sources, check=world.main)  # before the corpus is read
-    files = expand_sources(sources)
+    out = _out_path(options, given.paths, check=world.main)  # before the corpus is read
+    files = expand_sources(given.paths)
     kind = kind_named(detect_kind(files, resumed["kind"] if resumed else options.kind))
     if base is not None and base["kind"] != kind.name:
         raise RnngenError(f"--init-from is a {base['kind']} model, but the data is {kind.name}")
     given_codec = codec_from_dict((resumed or base)["codec"]) if (resumed or base) else None
-    corpus = kind.load_corpus(sources, files, options, settings.train, given_codec)
+    corpus = _corpus(kind, given, files, options, settings.train, given_codec, resumed, base)
     if len(corpus.val_ids) < 2:
         raise RnngenError("the validation split is empty: the corpus is too short for --val-frac; add data")
     if resumed is None:
         settings.train.sources = [str(n) for n in corpus.names]
-    model = _model(settings, corpus.codec, resumed or base)
+    model = _model(settings, corpus, resumed or base)
 
     reporter = Reporter(unit=corpus.codec.unit, quiet=options.quiet or not world.main,
                         log=options.log if world.main else None)
     reporter.say(_header(model, settings.train, corpus, dtype, world))
+    tags = corpus.tags
+    meta = {"kind": kind.name, **({"tag_tokens": tags.tokens} if tags else {})}
     trainer = Trainer(model, corpus.train_ids, corpus.val_ids, settings.train, world.device, dtype,
-                      checkpoint.Saver(out, corpus.codec, {"kind": kind.name}), report=reporter,
-                      resume=resumed["resume"] if resumed else None, world=world)
+                      checkpoint.Saver(out, corpus.codec, meta), report=reporter,
+                      resume=resumed["resume"] if resumed else None, world=world,
+                      train_tags=tags.train if tags else None, val_tags=tags.val if tags else None)
     try:
         with reporter:
             outcome = trainer.run()
@@ -85,6 +90,9 @@ def _run(options: TrainOptions, world: distributed.World) -> int:
     reporter.say(f"done: {outcome.steps} steps in {format_duration(outcome.elapsed)}; best validation loss "
                  f"{outcome.best_val:.4f} nats/{unit} ({outcome.best_val / math.log(2):.4f} bits/{unit})")
     reporter.say(chart_or_line(trainer.val_history, reporter.console.is_terminal))
+    if trainer.val_by_tag:
+        reporter.say("by tag (last evaluation): " + ", ".join(
+            f"{name} {loss:.4f}" for name, loss in zip(model.cfg.tags, trainer.val_by_tag)))
     reporter.say(f"saved {outcome.best_path} (best) and {outcome.last_path} (resumable)")
     reporter.say(f"sample with: rnngen sample {outcome.best_path}")
     return 0
@@ -110,10 +118,28 @@ def _precision(name: str, resumed: dict | None, device: torch.device) -> torch.d
     return resolve_precision(name, device)
 
 
-def _model(settings: Plan, codec, source: dict | None) -> RNNModel:
+def _corpus(kind, given: Sources, files: list, options: TrainOptions, cfg: TrainConfig, codec,
+            resumed: dict | None, base: dict | None):
+    """The kind's corpus, tagged when the sources are; a resumed run keeps its tags, a fine-tuned
+    one keeps the base's and may add more after them."""
+    saved = tuple(((resumed or base) or {}).get("model", {}).get("tags") or ())
+    if given.tags is None:
+        if saved:
+            raise UsageError(f"the model has tags ({', '.join(saved)}); give its sources as TAG=PATH")
+        return kind.load_corpus(given.paths, files, options, cfg, codec)
+    corpus = load_tagged(kind, given, options, cfg, codec, known=saved)
+    if resumed is not None and tuple(corpus.tags.names) != saved:
+        had = f"the tags {', '.join(saved)}" if saved else "no tags"
+        raise UsageError(f"a resumed run keeps its tags: it had {had}, and these sources have "
+                         f"{', '.join(corpus.tags.names)}")
+    return corpus
+
+
+def _model(settings: Plan, corpus, source: dict | None) -> RNNModel:
     """The model to train: new, or with the weights of the run resumed or the base fine-tuned."""
     torch.manual_seed(settings.train.seed)  # the same seed, the same starting weights (and the same on every rank)
-    model = RNNModel(ModelConfig(vocab_size=codec.vocab_size, **settings.model))
+    tags = tuple(corpus.tags.names) if corpus.tags else ()
+    model = RNNModel(ModelConfig(**{**settings.model, "vocab_size": corpus.codec.vocab_size, "tags": tags}))
     if source is not None:
         _load_weights(model, checkpoint.build_model(source).state_dict())
     return model
@@ -122,8 +148,9 @@ def _model(settings: Plan, codec, source: dict | None) -> RNNModel:
 def _load_weights(model: RNNModel, weights: dict) -> None:
     """The base's weights; a base with fewer token ids than the data's codec (a MIDI model from
     before parts, fine-tuned with --parts: the part ids come after all of its own) gives the rows
-    it has, and the new ids keep their fresh ones."""
+    it has, and the new ids keep their fresh ones; so do new tags (an untagged base has none)."""
     own = model.state_dict()
+    weights = {**{k: v for k, v in own.items() if k.startswith("tag_embed")}, **weights}
     for name, value in weights.items():
         mine = own.get(name)
         if mine is not None and mine.shape[1:] == value.shape[1:] and mine.shape[0] > value.shape[0]:
@@ -178,4 +205,5 @@ def _header(model: RNNModel, cfg: TrainConfig, corpus, dtype, world: distributed
         f"{f', embedding dropout {m.embed_dropout:g}' if m.embed_dropout else ''}, weight decay {cfg.weight_decay:g}"
         f"{f', weight average {cfg.ema:g}' if cfg.ema else ''}, "
         f"{world.device.type} {precision_name(dtype)}; stops at {' or '.join(stops)}"
+        + (f"\ntags: {describe_tags(corpus.tags.names, corpus.tags.shares())}" if corpus.tags else "")
     )

@@ -20,6 +20,7 @@ def info(trainer) -> dict:
         "tokens": t.tokens, "elapsed": t.clock.elapsed(), "val_loss": t.best_val,
         "last_val_loss": t.last_val, "device": str(t.device), "processes": t.world.size,
         "precision": precision_name(t.dtype), "rnngen": __version__, "val_history": [list(p) for p in t.val_history],
+        **({"val_by_tag": list(t.val_by_tag)} if t.val_by_tag else {}),
     }
 
 

@@ -220,7 +220,7 @@ def test_ids_are_memory_mapped_and_work_with_split_and_streams(tmp_path):
     path.write_text("hello world, memory mapped\n" * 400, encoding="utf-8")
     _, ids, _ = cached([path], tmp_path / "cache")
     train, val = split(ids, 0.1)
-    x, y = next(Streams(train, batch=4, seq_len=16).epoch(1))
+    x, y, _ = next(Streams(train, batch=4, seq_len=16).epoch(1))
     assert x.shape == (4, 16) and torch.equal(x[:, 1:], y[:, :-1])
     maps = Path("/proc/self/maps")
     if maps.exists():  # Linux: the token file is mapped, not read into memory

@@ -96,8 +96,8 @@ def test_streams_cover_the_corpus_and_shift_targets():
     streams = Streams(ids, batch=4, seq_len=10, seed=0)
     windows = list(streams.epoch(0))
     assert len(windows) == streams.windows_per_epoch
-    x, y = windows[0]
-    assert x.shape == (4, 10) and torch.equal(y, x + 1)
+    x, y, tags = windows[0]
+    assert x.shape == (4, 10) and torch.equal(y, x + 1) and tags is None
     # Consecutive windows continue each stream where the previous one ended.
     assert torch.equal(windows[1][0][:, 0], x[:, -1] + 1)
     # Later epochs start at another offset, so window boundaries move.

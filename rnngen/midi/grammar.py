@@ -127,15 +127,16 @@ class Grammar:
 def sample_tokens(model, codec: MidiCodec, prime: Sequence[int], length: int, batch: int = 1,
                   temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                   seed: int = 0, device: torch.device | None = None, precision: str = "auto",
-                  stepper=None) -> list[list[int]]:
-    """Each row's sampled tokens (the prime not included), up to and including its EOS."""
+                  stepper=None, tags: Sequence[int] | None = None) -> list[list[int]]:
+    """Each row's sampled tokens (the prime not included), up to and including its EOS (`tags`: a
+    tagged model's tag index for each row)."""
     device = device or next(model.parameters()).device
     grammar = Grammar(codec, batch, device)
     grammar.feed(prime)
     steps = []
     ended = torch.zeros(batch, dtype=torch.bool, device=device)
     for tokens in generate(model, list(prime), length, batch, temperature, top_k, top_p, seed, device,
-                           mask=grammar, stepper=stepper, precision=precision):
+                           mask=grammar, stepper=stepper, precision=precision, tags=tags):
         steps.append(tokens)
         ended |= tokens == codec.eos
         if bool(ended.all()):  # every row finished its piece: no need to run to `length`

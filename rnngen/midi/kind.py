@@ -43,7 +43,7 @@ class MidiKind:
                 raise RnngenError(f"the primer {cfg.prime_file} cannot be used: {e}") from None
             prime = codec.encode(_primer_notes(codec, primer))[:-1]  # the piece so far: all but its EOS
         rows = sample_tokens(run.model, codec, prime, run.length, cfg.num_samples, cfg.temperature, cfg.top_k,
-                             cfg.top_p, run.seed, run.device, stepper=run.step)
+                             cfg.top_p, run.seed, run.device, stepper=run.step, tags=run.tags)
         tempo = cfg.qpm or (primer.qpm if primer is not None and primer.qpm else DEFAULT_QPM)
         pieces = [codec.decode(prime + row) for row in rows]
         if primer is not None and not cfg.echo:
