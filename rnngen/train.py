@@ -142,26 +142,23 @@ def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
     return cfg.lr * warm * (cfg.min_lr_frac + (1.0 - cfg.min_lr_frac) * cosine)
 
 class Trainer:
-    """Trains `model` on `train_ids` until the config's first limit, validating on `val_ids` and
-    saving through `saver`; `report` hears of every step. In a data-parallel `world` each rank
-    trains its share of the streams (see the module's docstring)."""
+    """Trains `model` on `train_ids` until the config's first limit, validating on `val_ids` and saving through
+    `saver`; `report` hears of every step. In a data-parallel `world` each rank trains its share of the streams."""
 
     def __init__(self, model: RNNModel, train_ids: torch.Tensor, val_ids: torch.Tensor, cfg: TrainConfig,
                  device: torch.device, dtype: torch.dtype | None, saver: Saver,
                  report: Callable[[Event], None] = lambda e: None, resume: dict | None = None,
-                 world: World | None = None, train_tags: torch.Tensor | None = None,
-                 val_tags: torch.Tensor | None = None):
+                 world: World | None = None, train_tags: torch.Tensor | None = None, val_tags: torch.Tensor | None = None):
         if not (cfg.max_steps or cfg.max_time or cfg.epochs):
             raise ValueError("a run needs at least one of max_steps, max_time, epochs")
         self.world = world or OneProcess(device)
         self.rows = self.world.rows(cfg.batch_size)
         self.model, self.cfg, self.saver = model.to(device), cfg, saver
         self.device, self.dtype, self.report = device, dtype, report
-        on_device = None if train_tags is None else train_tags.to(device)
-        self.streams = Streams(train_ids.to(device), cfg.batch_size, cfg.seq_len, cfg.seed, on_device)
-        self.val_ids = val_ids
-        self.val_sample = val_sample(val_ids, seed=cfg.seed)  # the same windows at every evaluation
-        self.val_tags = None if val_tags is None else val_sample(val_tags, seed=cfg.seed)  # the same places
+        tags = None if train_tags is None else train_tags.to(device)  # each token's tag, for a tagged model
+        self.streams = Streams(train_ids.to(device), cfg.batch_size, cfg.seq_len, cfg.seed, tags)
+        self.val_ids, self.val_sample = val_ids, val_sample(val_ids, seed=cfg.seed)  # the same windows each time
+        self.val_tags = None if val_tags is None else val_sample(val_tags, seed=cfg.seed)  # at the same places
         self.val_by_tag: list[float] = []  # a tagged model's last validation loss for each tag
         self.opt = make_optimizer(model, cfg)
         self.scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
@@ -203,8 +200,8 @@ class Trainer:
         self.model.train()
         event = None
         while self.progress() < 1.0:
-            for x, y, t in self.streams.epoch(self.epoch, self.window):
-                event = self._step(x[self.rows], y[self.rows], None if t is None else t[self.rows])  # (B/N, T): this rank's streams
+            for window in self.streams.epoch(self.epoch, self.window):  # x, y and the tags of x (or None)
+                event = self._step(*(None if w is None else w[self.rows] for w in window))  # (B/N, T): this rank's streams
                 finished = event.progress >= 1.0
                 if finished or self.timer.due(self.step, event.progress, self.clock.now):
                     self._evaluate_and_save(event)
@@ -298,15 +295,12 @@ class Trainer:
         the unwrapped model, and the others wait for its figure."""
         if not self.world.main:
             return math.nan, 0
-        try:
+        try:  # (the model is back in training mode either way)
             by_tag = loss_by_tag(self.model, self.val_sample, self.device, self.dtype, seq_len=max(self.cfg.seq_len, 128),
                                  should_stop=lambda: self.signals.received is not None, tags=self.val_tags)
         except EvaluationStopped:
             return math.nan, int(self.signals.received)
-        finally:
-            self.model.train()
-        if self.val_tags is not None:
-            self.val_by_tag = [by_tag[k].mean if k in by_tag else math.nan for k in range(len(self.model.cfg.tags))]
+        self.val_by_tag = [by_tag[k].mean if k in by_tag else math.nan for k in range(len(self.model.cfg.tags))]
         return sum(by_tag.values(), Loss()).mean, 0
 
     def _save_last(self) -> None:

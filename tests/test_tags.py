@@ -221,3 +221,38 @@ def test_export_carries_the_tags_to_the_onnx_example(styles, tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "examples" / "onnx_sample.py"), str(out), "--tag", "x"],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "low, up" in bad.stderr
+
+
+def test_midi_tags_steer_the_register(tmp_path):
+    """MIDI through the same core: a high and a low corpus, and each tag writes in its own register."""
+    import mido
+
+    from tests.test_midi import STEP, note, write
+
+    rng = random.Random(0)
+    for name, low in (("high", 72), ("low", 36)):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i in range(4):
+            events = [e for k in range(60) for e in note(k * 6 * STEP, 6 * STEP, low + rng.randrange(12))]
+            write(folder / f"{name}{i}.mid", [events])
+    model = tmp_path / "registers.pt"
+    trained = runner.invoke(app, ["train", f"high={tmp_path / 'high'}", f"low={tmp_path / 'low'}", "--val-frac", "0.25",
+                                  "--max-steps", "150", "--lr", "1e-2", "-o", str(model), "-q", *TINY])
+    assert trained.exit_code == 0, trained.output
+    for tag, (lo, hi) in (("high", (72, 84)), ("low", (36, 48))):
+        out = tmp_path / f"{tag}.mid"
+        result = runner.invoke(app, ["sample", str(model), "--tag", tag, "-n", "300", "-s", "1", "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        pitches = [m.note for m in mido.MidiFile(out) if m.type == "note_on" and m.velocity]
+        assert len(pitches) > 10 and sum(lo <= p < hi for p in pitches) / len(pitches) > 0.9, (tag, pitches)
+
+
+@pytest.mark.parametrize("name", ["shakespeare", "bach"])
+def test_checkpoints_from_before_tags_load_untagged(name):
+    saved = checkpoint.load(name)
+    assert "tags" not in saved["model"]  # written before tags existed
+    model = checkpoint.build_model(saved)
+    assert model.cfg.tags == () and not hasattr(model, "tag_embed")
+    result = runner.invoke(app, ["sample", name, "-n", "20", "-s", "1", "--tag", "x", "-o", "-"])
+    assert result.exit_code == 2 and "has no tags" in result.stderr

@@ -50,9 +50,11 @@ class MidiKind:
             pieces = [_continuation(notes, len(codec.decode(prime))) for notes in pieces]
         files = [_file(notes, codec, tempo, cfg.program, primer) for notes in pieces]
         given = f" ({len(codec.decode(prime))} from the primer)" if primer is not None and cfg.echo else ""
-        described = [f"{len(notes)} notes{given}, {_beats(notes, codec):g} beats at {tempo:g} qpm"
+        tags = run.tag_names() or [None] * len(rows)
+        described = [f"{'' if tag is None else f'{tag}: '}{len(notes)} notes{given}, "
+                     f"{_beats(notes, codec):g} beats at {tempo:g} qpm"
                      f"{'' if row and row[-1] == codec.eos else f', cut at -n {run.length}'}"
-                     for notes, row in zip(pieces, rows)]
+                     for notes, row, tag in zip(pieces, rows, tags)]
         write_midi(targets, files, described, cfg.quiet, cfg.audio, cfg.soundfont)
 
 
