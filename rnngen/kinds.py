@@ -2,6 +2,7 @@
 `if kind == ...`. A kind (rnngen/text.py, rnngen/midi/kind.py) has:
 
     name, default_length                  "text" / "midi", and -n when it is not given
+    default_temperature                   -t when it is not given
     load_corpus(sources, files, options, cfg, codec | None) -> Corpus
                                            the training and validation ids (codec None: a new one)
     load_eval(files, codec) -> ids         held-out data for `rnngen eval`

@@ -24,5 +24,6 @@ def run(cfg: SampleConfig) -> None:
     seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
     step = make_step(model, precision, cfg.num_samples, dev)
     tags = sample_tags(model.cfg.tags, cfg.tag, cfg.num_samples, ckpt.get("train", {}).get("tag_tokens"), seed)
+    temperature = kind.default_temperature if cfg.temperature is None else cfg.temperature
     kind.sample(codec, cfg, Sampling(model, step, dev, seed, cfg.length or kind.default_length,
-                                     Path(cfg.checkpoint).stem or "sample", tags))
+                                     Path(cfg.checkpoint).stem or "sample", temperature, tags))

@@ -35,6 +35,7 @@ class Sampling(NamedTuple):
     seed: int
     length: int
     name: str  # the model's name, for default file names
+    temperature: float  # -t, or the kind's default
     tags: list[int] | None = None  # a tagged model: each row's tag index (rnngen/tags.py)
 
     def tag_names(self) -> list[str] | None:
@@ -44,6 +45,7 @@ class Sampling(NamedTuple):
 class TextKind:
     name = "text"
     default_length = 500  # characters
+    default_temperature = 0.8
 
     def load_corpus(self, sources: list[str], files: list, options: TrainOptions, cfg: TrainConfig,
                     codec: TextCodec | None) -> Corpus:
@@ -66,7 +68,7 @@ class TextKind:
         codec.check(prime, "the prime")
         # With no prime, start as the model saw most text start: after a newline (not printed).
         start = codec.encode(prime) if prime else [codec.index.get("\n", 0)]
-        tokens = generate(run.model, start, run.length, cfg.num_samples, cfg.temperature, cfg.top_k, cfg.top_p,
+        tokens = generate(run.model, start, run.length, cfg.num_samples, run.temperature, cfg.top_k, cfg.top_p,
                           run.seed, run.device, stepper=run.step, tags=run.tags)
         write_text(cfg.out, tokens, codec, batch=cfg.num_samples, prime=prime, echo=cfg.echo, stops=cfg.stop,
                    fmt=cfg.fmt, separator=cfg.separator, seed=run.seed, quiet=cfg.quiet, length=run.length,
