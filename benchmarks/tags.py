@@ -15,8 +15,8 @@ chorales' or the jigs', for the whole piece and for its second half.
 Both: each tag's validation loss in the tagged model, against a model trained on that tag's data alone
 with the same budget (each tag's validation split is the same data in both).
 
-    python benchmarks/tags.py text [--time 73s]
-    python benchmarks/tags.py midi [--time 73s]
+    python benchmarks/tags.py text [--budget 73s | --budget STEPS]
+    python benchmarks/tags.py midi [--budget 73s | --budget STEPS]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import subprocess
 import sys
@@ -36,11 +37,23 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def rnngen(*args: str, cache: Path) -> str:
-    env = {"RNNGEN_CACHE_DIR": str(cache), "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}
+    env = {**os.environ, "RNNGEN_CACHE_DIR": str(cache)}
     done = subprocess.run([sys.executable, "-m", "rnngen", *map(str, args)], capture_output=True, text=True, env=env)
     if done.returncode:
         sys.exit(f"rnngen {' '.join(map(str, args))} failed:\n{done.stderr}")
     return done.stdout
+
+
+def budget_options(budget: str) -> list[str]:
+    """`--max-time T`, or for a number of steps, `--max-steps N` with the settings of the 73 s budget
+    (which the shared machine's load then cannot change: every model makes the same steps)."""
+    from rnngen.config import defaults_for_budget
+
+    if not budget.isdigit():
+        return ["--max-time", budget]
+    names = {"warmup_steps": "warmup"}
+    chosen = defaults_for_budget(73.0)
+    return ["--max-steps", budget, *(a for k, v in chosen.items() for a in (f"--{names.get(k, k).replace('_', '-')}", str(v)))]
 
 
 def train_three(work: Path, corpora: dict[str, Path], budget: str) -> dict:
@@ -51,7 +64,7 @@ def train_three(work: Path, corpora: dict[str, Path], budget: str) -> dict:
     facts = {}
     for name, sources in runs.items():
         out = work / f"{name}.pt"
-        rnngen("train", *sources, "--max-time", budget, "-o", out, "-q", cache=work / "cache")
+        rnngen("train", *sources, *budget_options(budget), "-o", out, "-q", cache=work / "cache")
         train = torch.load(out, weights_only=True)["train"]
         facts[name] = {"steps": train["step"], "val": train["val_loss"], "by_tag": train.get("val_by_tag")}
         print(f"  {name}: {train['step']} steps, validation {train['val_loss']:.4f}", file=sys.stderr)
@@ -191,17 +204,18 @@ def midi_benchmark(work: Path, budget: str, per_tag: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=["text", "midi"])
-    parser.add_argument("--time", default="73s", help="each model's training budget")
+    parser.add_argument("--budget", default="73s", help="each model's training budget: a time (73s), or a number of "
+                        "steps at the 73 s budget's settings")
     parser.add_argument("--per-tag", type=int, default=16, help="samples per tag")
     parser.add_argument("--keep", type=Path, help="work in this new folder and keep it (default: a temporary one)")
     args = parser.parse_args()
     run = text_benchmark if args.kind == "text" else midi_benchmark
     if args.keep:
         args.keep.mkdir(parents=True)
-        run(args.keep, args.time, args.per_tag)
+        run(args.keep, args.budget, args.per_tag)
         return
     with tempfile.TemporaryDirectory(prefix="rnngen-tags-") as tmp:
-        run(Path(tmp), args.time, args.per_tag)
+        run(Path(tmp), args.budget, args.per_tag)
 
 
 if __name__ == "__main__":
