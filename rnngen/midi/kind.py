@@ -48,7 +48,7 @@ class MidiKind:
         pieces = [codec.decode(prime + row) for row in rows]
         if primer is not None and not cfg.echo:
             pieces = [_continuation(notes, len(codec.decode(prime))) for notes in pieces]
-        files = [_file(notes, codec, tempo, cfg.program, primer) for notes in pieces]
+        files = [piece_file(notes, codec, tempo, cfg.program, primer) for notes in pieces]
         given = f" ({len(codec.decode(prime))} from the primer)" if primer is not None and cfg.echo else ""
         described = [f"{len(notes)} notes{given}, {_beats(notes, codec):g} beats at {tempo:g} qpm"
                      f"{'' if row and row[-1] == codec.eos else f', cut at -n {run.length}'}"
@@ -56,7 +56,7 @@ class MidiKind:
         write_midi(targets, files, described, cfg.quiet, cfg.audio, cfg.soundfont)
 
 
-def _file(notes: list[Note], codec: MidiCodec, tempo: float, program: int | None, primer: Piece | None) -> bytes:
+def piece_file(notes: list[Note], codec: MidiCodec, tempo: float, program: int | None, primer: Piece | None) -> bytes:
     """A sample as a .mid file: one piano track as before parts, else a track per part."""
     if codec.parts is None:
         return midi_bytes(notes, codec.steps_per_quarter, tempo, program or 0)
