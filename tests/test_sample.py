@@ -163,3 +163,25 @@ def test_a_short_prime_runs_without_onednn_and_a_long_one_with_it(monkeypatch):
         list(generate(model, prime, 4, batch=2, seed=0))
     assert seen == [(3, False), (sample_module.ONEDNN_PRIME_FROM, True)]
     assert torch.backends.mkldnn.enabled  # left as it was
+
+
+def test_a_row_steps_to_the_same_bits_at_every_padded_width():
+    """What lets `rnngen serve` answer as `rnngen sample` does: at the widths a batch steps at, a
+    row's logits and state do not depend on the other rows (the shipped model's sizes, fp32)."""
+    torch.manual_seed(0)
+    model = RNNModel(ModelConfig(vocab_size=65, hidden=512, embed=64)).eval()
+    step = StepModel(model, "fp32")
+    h, c = torch.randn(2, 40, 512) * 0.5, torch.randn(2, 40, 512)
+    tokens = torch.randint(0, 65, (40,))
+
+    def run(rows: list[int]) -> torch.Tensor:  # three steps of these rows, padded as generate pads them
+        width = sample_module.step_width(len(rows))
+        hb, carry = sample_module.pad_state(step, step.new_state(h[:, rows], c[:, rows]), width)
+        t = torch.zeros(width, dtype=torch.long)
+        t[: len(rows)] = tokens[rows]
+        with torch.inference_mode():
+            return torch.stack([step.step(t, hb, carry)[: len(rows)].clone() for _ in range(3)])  # (3, B, V)
+
+    every = run(list(range(40)))
+    for rows in ([3, 4], [0, 1, 2, 3, 4], list(range(7, 18)), list(range(20, 40)), [39, 0, 21]):
+        assert torch.equal(run(rows), every[:, rows]), rows
