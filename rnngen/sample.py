@@ -86,6 +86,11 @@ class Sampler:
         self.used += 1
         return self.buffer[self.used - 1]
 
+    @property
+    def filters(self) -> bool:
+        """Whether `filter` can change anything."""
+        return self.temperature != 0 and (self.top_k is not None or (self.top_p is not None and self.top_p < 1.0))
+
     def filter(self, logits: torch.Tensor) -> torch.Tensor:
         """The logits with tokens outside the top-k / top-p set at -inf (unchanged at temperature 0)."""
         if self.temperature == 0:

@@ -166,6 +166,7 @@ class TextOutput:
         self.error: str | None = None
         self.ended = False
         self.cond = threading.Condition()
+        self.on_change = None  # also called (loop's thread) when text arrives or the job ends: for async fronts
 
     def take(self, tokens: list[int]) -> bool:
         fresh = []
@@ -181,6 +182,8 @@ class TextOutput:
             with self.cond:
                 self.fresh.extend(fresh)
                 self.cond.notify()
+            if self.on_change is not None:
+                self.on_change()
         return all(s.stopped for s in self.scanners)
 
     def end(self, error: str | None) -> None:
@@ -192,6 +195,8 @@ class TextOutput:
                     self.fresh.append((row, tail))
             self.error, self.ended = error, True
             self.cond.notify()
+        if self.on_change is not None:
+            self.on_change()
 
     def wait(self, timeout: float | None = None) -> tuple[list[tuple[int, str]], bool]:
         """What arrived since the last call, and whether the job has ended (blocks until either)."""
@@ -289,20 +294,32 @@ def whole(completion: Completion, alive=lambda: True) -> dict | None:
             "model": completion.served.name, "seed": completion.seed, "choices": choices, "usage": completion.usage()}
 
 
+# A stream's first text goes out at once; after that, what arrives within STREAM_EVERY seconds goes
+# out as one event. One event per character made every client's thread write ~150 times a second,
+# and with 64 clients that Python work took the sampling loop's CPU (benchmarks/RESULTS.md).
+STREAM_EVERY = 0.05
+
+
 def events(completion: Completion) -> Iterator[bytes]:
-    """Server-sent events as OpenAI streams them: one per new piece of text (everything that arrived
-    since the last event, per row), a last one per row with its finish_reason, then [DONE]."""
+    """Server-sent events as OpenAI streams them: the text that arrived since the last event, per
+    row, a last event per row with its finish_reason, then [DONE]."""
     output = completion.output
     if completion.echo and completion.prompt:
         for row in range(len(output.counts)):
             yield sse(completion.chunk(row, completion.prompt))
+    due = 0.0
     while True:
+        wait = due - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
         fresh, ended = output.wait()
         merged: dict[int, list[str]] = {}
         for row, text in fresh:
             merged.setdefault(row, []).append(text)
         for row, texts in merged.items():
             yield sse(completion.chunk(row, "".join(texts)))
+        if merged:
+            due = time.monotonic() + STREAM_EVERY
         if ended:
             break
     if output.error:

@@ -43,7 +43,6 @@ class Job:
     mask: Mask | None = None  # the grammar of a MIDI model, for these rows
     cancelled: bool = False  # set from any thread (a client that went away); seen at the next step
     drawn: int = field(default=0, init=False)
-    last: torch.Tensor | None = field(default=None, init=False)  # (rows,) the last draw
 
 
 class BatchLoop:
@@ -54,6 +53,7 @@ class BatchLoop:
         self.jobs: list[Job] = []  # in flight, in column order
         self.waiting: list[Job] = []
         self.state = None  # the step's state: sum(job.rows) columns, padded to step_width
+        self.tokens = torch.zeros(0, dtype=torch.long, device=device)  # (W,) each column's last draw
         self.cond = threading.Condition()
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name="rnngen-batch", daemon=True)
@@ -106,28 +106,38 @@ class BatchLoop:
 
     def _once(self) -> None:
         """One step: advance the jobs in flight, let waiting ones join, draw for all, drop the done."""
-        logits = self._advance() + self._admit()  # per job, in column order: (rows, V) each
-        filtered, noise = [], []
-        for job, own in zip(self.jobs, logits):  # each shaped as in `rnngen sample -b rows`
-            if job.mask is not None:
-                own = own.masked_fill(~job.mask(job.last), float("-inf"))
-            filtered.append(job.sampler.filter(own))
-            noise.append(job.sampler.noise(own))
-        if len(filtered) == 1:
-            tokens = pick(filtered[0], noise[0])
-        else:
-            tokens = pick(torch.cat(filtered), torch.cat(noise))  # (B,)
-        self._deliver(tokens)
+        stepped = self._advance()  # (n, V) for the jobs already in flight, or None
+        first = self._admit()  # (rows, V) for each job that joined
+        logits = [stepped] if stepped is not None else []
+        logits = torch.cat(logits + first) if len(logits) + len(first) > 1 else (logits + first)[0]  # (B, V)
+        jobs = self.jobs
+        if any(job.mask is not None or job.sampler.filters for job in jobs):
+            logits = torch.cat([self._filter(job, own, start) for job, own, start in
+                                zip(jobs, torch.split(logits, [job.rows for job in jobs]), self._starts())])
+        noise = [job.sampler.noise(logits[:job.rows]) for job in jobs]  # each as `rnngen sample -b rows` draws it
+        tokens = pick(logits, torch.cat(noise) if len(noise) > 1 else noise[0])  # (B,)
+        self.tokens[: len(tokens)] = tokens
+        self._deliver(tokens.tolist())
 
-    def _advance(self) -> list[torch.Tensor]:
-        """Each in-flight job's logits (rows, V) after stepping its last tokens."""
+    def _filter(self, job: Job, logits: torch.Tensor, start: int) -> torch.Tensor:
+        """A job's logits (rows, V) after its mask and its top-k / top-p filter, shaped as in the command."""
+        if job.mask is not None:
+            last = self.tokens[start : start + job.rows] if job.drawn else None
+            logits = logits.masked_fill(~job.mask(last), float("-inf"))
+        return job.sampler.filter(logits)
+
+    def _starts(self) -> list[int]:
+        starts, at = [], 0
+        for job in self.jobs:
+            starts.append(at)
+            at += job.rows
+        return starts
+
+    def _advance(self) -> torch.Tensor | None:
+        """The in-flight rows' logits (n, V) after stepping their last tokens."""
         if not self.jobs:
-            return []
-        n = self.rows()
-        tokens = torch.zeros(step_width(n), dtype=torch.long, device=self.device)  # (W,) idle columns 0
-        tokens[:n] = torch.cat([job.last for job in self.jobs])
-        logits = self.step.step(tokens, *self.state)[:n]  # (B, V)
-        return list(torch.split(logits, [job.rows for job in self.jobs]))
+            return None
+        return self.step.step(self.tokens, *self.state)[: self.rows()]
 
     def _admit(self) -> list[torch.Tensor]:
         """Prime the waiting jobs that fit and append their columns; their first logits (rows, V)."""
@@ -147,20 +157,21 @@ class BatchLoop:
         if n:  # the in-flight columns without their padding
             states.insert(0, select_state(self.step, self.state, torch.arange(n, device=self.device)))
         self.jobs = self.jobs + joining
-        self._set_state(cat_states(self.step, states))
+        self._set_state(cat_states(self.step, states), self.tokens[:n])
         return first
 
-    def _set_state(self, state) -> None:
-        """The columns of the jobs in flight, padded to the width the step runs at."""
+    def _set_state(self, state, last: torch.Tensor) -> None:
+        """The columns of the jobs in flight and their last tokens `last`, padded to the step's width."""
         n = self.rows()
-        self.state = pad_state(self.step, state, step_width(n)) if step_width(n) > n else state
+        width = step_width(n)
+        self.state = pad_state(self.step, state, width) if width > n else state
+        self.tokens = torch.zeros(width, dtype=torch.long, device=self.device)  # (W,) idle columns 0
+        self.tokens[: len(last)] = last
 
-    def _deliver(self, tokens: torch.Tensor) -> None:
+    def _deliver(self, values: list[int]) -> None:
         """Hand each job its rows' tokens; the jobs that are done or whose client left, leave."""
-        values = tokens.tolist()
         kept, keep, gone, start = [], [], [], 0
         for job in self.jobs:
-            job.last = tokens[start : start + job.rows]  # (rows,)
             job.drawn += 1
             if job.cancelled or job.take(values[start : start + job.rows]) or job.drawn >= job.length:
                 gone.append(job)
@@ -172,7 +183,8 @@ class BatchLoop:
             return
         self.jobs = kept
         if kept:
-            self._set_state(select_state(self.step, self.state, torch.tensor(keep, device=self.device)))
+            index = torch.tensor(keep, device=self.device)
+            self._set_state(select_state(self.step, self.state, index), self.tokens[index])
         else:
             self.state = None
         for job in gone:

@@ -31,7 +31,7 @@ from rnngen.serve_loop import BatchLoop, Job
 from tests.conftest import make_text
 
 runner = CliRunner()
-LIMITS = Limits(max_tokens=3000, max_n=4, max_prompt=200, max_rows=64)
+LIMITS = Limits(max_tokens=1_000_000, max_n=4, max_prompt=200, max_rows=64)
 
 
 def save_model(path: Path, codec, seed: int) -> Path:
@@ -179,7 +179,7 @@ def test_midi_answers_with_the_file_rnngen_sample_writes(server, models, tmp_pat
     ("/v1/completions", {"model": "nobody"}, 404, "model"),
     ("/v1/completions", {"model": 3}, 400, "model"),
     ("/v1/completions", {"model": "words", "max_tokens": "ten"}, 400, "max_tokens"),
-    ("/v1/completions", {"model": "words", "max_tokens": 3001}, 400, "max_tokens"),
+    ("/v1/completions", {"model": "words", "max_tokens": 1_000_001}, 400, "max_tokens"),
     ("/v1/completions", {"model": "words", "n": 5}, 400, "n"),
     ("/v1/completions", {"model": "words", "n": True}, 400, "n"),
     ("/v1/completions", {"model": "words", "temperature": -1}, 400, "temperature"),
@@ -220,14 +220,14 @@ def test_a_client_that_leaves_frees_its_rows(server, stream):
     loop = server.models["words"].loop
     assert wait_until(lambda: loop.rows() == 0)
     conn = socket.create_connection(server.server_address[:2])
-    body = json.dumps({"model": "words", "max_tokens": 3000, "n": 4, "stream": stream, "seed": 1}).encode()
+    body = json.dumps({"model": "words", "max_tokens": 1_000_000, "n": 4, "stream": stream, "seed": 1}).encode()
     conn.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
     assert wait_until(lambda: loop.rows() == 4)
     if stream:
         assert b"data: " in conn.recv(4096)  # text is arriving
     conn.close()
-    assert wait_until(lambda: loop.rows() == 0, 5)  # long before its 3000 steps
+    assert wait_until(lambda: loop.rows() == 0, 5)  # long before its million steps
     assert complete(server, prompt="ROMEO:", max_tokens=5, seed=1)["choices"][0]["text"]
 
 
@@ -260,7 +260,8 @@ def test_the_page_is_served_in_one_file(server):
 
 def start_cli(model: Path) -> tuple[subprocess.Popen, int]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "rnngen", "serve", str(model), "--port", "0", "--precision", "fp32"],
+    proc = subprocess.Popen([sys.executable, "-m", "rnngen", "serve", str(model), "--port", "0", "--precision", "fp32",
+                             "--max-tokens", "10000000"],
                             stderr=subprocess.PIPE, text=True, env=env)
     line = proc.stderr.readline()
     assert "serving words (text)" in line, line + proc.stderr.read()
@@ -270,7 +271,7 @@ def start_cli(model: Path) -> tuple[subprocess.Popen, int]:
 def test_sigterm_ends_the_streams_in_flight_and_exits_143_and_ctrl_c_130(models):
     proc, port = start_cli(models["words"])
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("POST", "/v1/completions", json.dumps({"model": "words", "max_tokens": 3000, "stream": True}))
+    conn.request("POST", "/v1/completions", json.dumps({"model": "words", "max_tokens": 10_000_000, "stream": True}))
     response = conn.getresponse()
     assert response.read(6) == b"data: "
     proc.send_signal(15)
