@@ -44,6 +44,9 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "rnngen"
     timeout = 60  # seconds a connection may sit idle or stall before its thread gives up on it
+    # Headers and body, and a stream's events, are separate small writes: with Nagle's algorithm each
+    # would wait for the client's delayed ACK of the one before (up to 40 ms on Linux).
+    disable_nagle_algorithm = True
     server: Server
 
     def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's name
