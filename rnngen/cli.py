@@ -233,7 +233,7 @@ def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on; 0 picks a free one.")] = 8000,
     max_tokens: Annotated[int, typer.Option(callback=at_least_one, help="Most tokens (characters or MIDI events) one request may ask for.")] = 8192,
     max_n: Annotated[int, typer.Option(callback=at_least_one, help="Most samples (n) one request may ask for.")] = 16,
-    max_prompt: Annotated[int, typer.Option(callback=at_least_one, help="Most characters in a prompt.")] = 100_000,
+    max_prompt: Annotated[int, typer.Option(callback=at_least_one, help="Most characters in a prompt. A prompt runs through the model before the next step of every request in flight, so a long one delays them all.")] = 4096,
     max_batch: Annotated[int, typer.Option(callback=at_least_one, help="Most rows a model samples together; further requests wait for room.")] = 256,
     device: DeviceOpt = "auto",
     precision: Annotated[StepPrecision, typer.Option(help="Matmul precision, resolved as for rnngen sample -b MAX_BATCH; fp32 answers exactly as rnngen sample does.")] = StepPrecision.auto,

@@ -248,7 +248,7 @@ class ServeConfig:
     port: int = 8000
     max_tokens: int = 8192  # per request: characters or MIDI events
     max_n: int = 16  # samples per request
-    max_prompt: int = 100_000  # characters
+    max_prompt: int = 4096  # characters; a prompt runs on the loop's thread, delaying the others' next step
     max_batch: int = 256  # rows a model steps together; more requests wait for room
     device: str = "auto"
     precision: str = "auto"

@@ -39,7 +39,7 @@ class Limits:
 
     max_tokens: int = 8192
     max_n: int = 16
-    max_prompt: int = 100_000  # characters
+    max_prompt: int = 4096  # characters
     max_rows: int = 256
 
 

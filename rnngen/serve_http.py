@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import select
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 
 from rnngen import serve_api, serve_midi
+from rnngen.errors import first_line
 from rnngen.serve_api import ApiError, Limits, Served
 
 ROUTES_GET = ("/", "/v1/models")
@@ -33,6 +35,12 @@ class Server(ThreadingHTTPServer):
         self.page = resources.files("rnngen").joinpath("serve_page.html").read_bytes()
         self.busy = 0  # requests being answered
         self.idle = threading.Condition()
+
+    def handle_error(self, request, client_address) -> None:
+        """One line on stderr, not the default traceback; a client that went away is not news."""
+        kind, error = sys.exc_info()[:2]
+        if not isinstance(error, OSError):
+            print(f"rnngen serve: {kind.__name__}: {first_line(error)}", file=sys.stderr, flush=True)
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no request is being answered (after the loops have ended their jobs)."""
@@ -67,6 +75,12 @@ class Handler(BaseHTTPRequestHandler):
             self._send(e.status, "application/json", json.dumps(e.body()).encode())
         except (BrokenPipeError, ConnectionResetError, socket.timeout):
             self.close_connection = True
+        except Exception as e:  # noqa: BLE001 - a bug: the client hears of it in one line, the server goes on
+            print(f"rnngen serve: {self.command} {self.path}: {type(e).__name__}: {first_line(e)}", file=sys.stderr,
+                  flush=True)
+            self.close_connection = True
+            error = ApiError(500, f"the server failed: {first_line(e)}", kind="server_error")
+            self._send(500, "application/json", json.dumps(error.body()).encode())
         finally:
             with self.server.idle:
                 self.server.busy -= 1
