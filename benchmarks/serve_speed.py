@@ -4,11 +4,12 @@
     python benchmarks/serve_speed.py --stacks stdlib,starlette  # and starlette on uvicorn (pip install starlette uvicorn)
     python benchmarks/serve_speed.py --memory 10000             # also: the server's memory over 10,000 requests
 
-Each round runs, one after another: `rnngen sample -b 64 -n 500` and `-b 1 -n 2000` (each less the same
-command with -n 1, so that start-up and loading do not count against the command), then for each stack
-64 clients at once each streaming 500 characters, and one client alone streaming 2000. Characters/s
-are the best round's; the time to the first character (from sending the request to the first byte of
-text) is over every client of every round. The first clients' texts are checked against
+Each round runs, one after another: `rnngen sample -b 64 -n 500` and `-b 1 -n 2000`, each also with
+-n 1, then for each stack 64 clients at once each streaming 500 characters, and one client alone
+streaming 2000. The command's characters/s are its fastest full run less its fastest -n 1 run (so that
+start-up and loading do not count against it); the server's are its best round's, from the first
+request sent to the last byte received. The time to the first character (from sending the request to
+the first byte of text) is over every client of every round. The first clients' texts are checked against
 `rnngen sample -s SEED` alone. Prints markdown tables.
 """
 
@@ -58,11 +59,20 @@ def cli_seconds(args: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def cli_rate(model: str, batch: int, length: int) -> float:
-    """Characters/s of `rnngen sample -b batch -n length`, less its start-up (the same with -n 1)."""
-    common = [model, "-b", str(batch), "-s", "1", "-q"]
-    full, start = cli_seconds([*common, "-n", str(length)]), cli_seconds([*common, "-n", "1"])
-    return batch * (length - 1) / (full - start)
+class CliRate:
+    """Characters/s of `rnngen sample -b BATCH -n LENGTH` less its start-up: the fastest run of the
+    command less the fastest run of the same with -n 1, over the rounds so far."""
+
+    def __init__(self, model: str, batch: int, length: int):
+        self.common, self.batch, self.length = [model, "-b", str(batch), "-s", "1", "-q"], batch, length
+        self.full, self.start = [], []
+
+    def measure(self) -> None:
+        self.full.append(cli_seconds([*self.common, "-n", str(self.length)]))
+        self.start.append(cli_seconds([*self.common, "-n", "1"]))
+
+    def rate(self) -> float:
+        return self.batch * (self.length - 1) / (min(self.full) - min(self.start))
 
 
 def stream(port: int, body: dict, out: dict, go: threading.Barrier | None = None) -> None:
@@ -162,9 +172,11 @@ def main() -> None:
     texts: dict[str, list[str]] = {}
     best = lambda key, value: rates.__setitem__(key, max(rates.get(key, 0.0), value))  # noqa: E731
     try:
+        cli = {"sample -b 64 -n 500": CliRate(args.model, 64, 500), "sample -n 2000": CliRate(args.model, 1, 2000)}
         for round_ in range(args.rounds):
-            best("sample -b 64 -n 500", cli_rate(args.model, 64, 500))
-            best("sample -n 2000", cli_rate(args.model, 1, 2000))
+            for key, command in cli.items():
+                command.measure()
+                rates[key] = command.rate()
             for stack, (_, port) in servers.items():
                 rate, first, texts[stack] = clients(port, args.model, 64, 500)
                 best(f"{stack}: 64 clients x 500", rate)
@@ -187,7 +199,7 @@ def main() -> None:
 
 
 def report(rates: dict[str, float], firsts: dict[str, list[float]], stacks: list[str]) -> None:
-    print("| measure | characters/s | against rnngen sample |")
+    print("| measure | characters/s | against rnngen sample in this run |")
     print("| --- | --- | --- |")
     for key, rate in rates.items():
         base = rates["sample -b 64 -n 500"] if "64" in key else rates["sample -n 2000"]

@@ -68,21 +68,24 @@ class Sampler:
         self.buffer: torch.Tensor | None = None  # (chunk, n, V): temperature * log(E)
         self.used = chunk
 
-    def noise(self, like: torch.Tensor) -> torch.Tensor:
-        """This step's noise for logits shaped like `like` (n, V), already times the temperature;
-        zeros at temperature 0, where the draw is the argmax."""
-        if self.buffer is None or self.buffer.shape[1:] != like.shape:
-            self.buffer = torch.empty((self.chunk, *like.shape), device=like.device)  # (chunk, n, V)
-            self.used = self.chunk
+    def refill(self, rows: int, vocab: int, device: torch.device | None = None) -> torch.Tensor:
+        """The next `chunk` steps of noise for (rows, vocab) logits, times the temperature: (chunk, rows,
+        vocab), zeros at temperature 0. `noise` hands it out a step at a time; a server copies it whole."""
+        if self.buffer is None or self.buffer.shape[1:] != (rows, vocab):
+            self.buffer = torch.empty((self.chunk, rows, vocab), device=device)  # (chunk, n, V)
             if self.temperature == 0:
                 self.buffer.zero_()
-        if self.temperature == 0:
-            return self.buffer[0]
-        if self.used == self.chunk:  # refilled in place: a fresh buffer of this size costs page faults
+        if self.temperature != 0:  # refilled in place: a fresh buffer of this size costs page faults
             # uniform_ is several times faster than exponential_ on a CPU; U stays inside (0, 1).
             self.buffer.uniform_(generator=self.generator).clamp_(1e-30, 1 - 2**-24).log_().neg_().log_()
             self.buffer.mul_(self.temperature)
-            self.used = 0
+        self.used = 0
+        return self.buffer
+
+    def noise(self, like: torch.Tensor) -> torch.Tensor:
+        """This step's noise for logits shaped like `like` (n, V), already times the temperature."""
+        if self.used == self.chunk or self.buffer is None or self.buffer.shape[1:] != like.shape:
+            self.refill(*like.shape, device=like.device)
         self.used += 1
         return self.buffer[self.used - 1]
 

@@ -166,6 +166,7 @@ class TextOutput:
         self.error: str | None = None
         self.ended = False
         self.cond = threading.Condition()
+        self.streaming = False  # whether a thread waits for each piece of text, or only for the end
         self.on_change = None  # also called (loop's thread) when text arrives or the job ends: for async fronts
 
     def take(self, tokens: list[int]) -> bool:
@@ -181,7 +182,8 @@ class TextOutput:
         if fresh:
             with self.cond:
                 self.fresh.extend(fresh)
-                self.cond.notify()
+                if self.streaming:  # a whole answer's thread sleeps until the end
+                    self.cond.notify()
             if self.on_change is not None:
                 self.on_change()
         return all(s.stopped for s in self.scanners)
@@ -262,6 +264,7 @@ def start_completion(body: dict, models: dict[str, Served], limits: Limits) -> C
     # With no prompt, start as `rnngen sample` does: after a newline (not printed).
     start = codec.encode(prompt) if prompt else [codec.index.get("\n", 0)]
     output = TextOutput(codec, rows, stops)
+    output.streaming = stream
     job = Job(start, rows, length, sampler, take=output.take, end=output.end)
     served.loop.submit(job)
     return Completion(served, job, output, prompt, echo, stream, seed, f"cmpl-{secrets.token_hex(12)}", int(time.time()))

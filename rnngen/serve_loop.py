@@ -54,6 +54,9 @@ class BatchLoop:
         self.waiting: list[Job] = []
         self.state = None  # the step's state: sum(job.rows) columns, padded to step_width
         self.tokens = torch.zeros(0, dtype=torch.long, device=device)  # (W,) each column's last draw
+        self.noise = torch.zeros(0, 0, 0, device=device)  # (chunk, B, V) each job's chunk of Gumbel noise
+        self.phase = torch.zeros(0, dtype=torch.long, device=device)  # (B,) each column's step in its chunk
+        self.columns = torch.zeros(0, dtype=torch.long, device=device)  # (B,) 0 .. B-1
         self.cond = threading.Condition()
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name="rnngen-batch", daemon=True)
@@ -110,12 +113,16 @@ class BatchLoop:
         first = self._admit()  # (rows, V) for each job that joined
         logits = [stepped] if stepped is not None else []
         logits = torch.cat(logits + first) if len(logits) + len(first) > 1 else (logits + first)[0]  # (B, V)
-        jobs = self.jobs
+        jobs, starts = self.jobs, self._starts()
         if any(job.mask is not None or job.sampler.filters for job in jobs):
             logits = torch.cat([self._filter(job, own, start) for job, own, start in
-                                zip(jobs, torch.split(logits, [job.rows for job in jobs]), self._starts())])
-        noise = [job.sampler.noise(logits[:job.rows]) for job in jobs]  # each as `rnngen sample -b rows` draws it
-        tokens = pick(logits, torch.cat(noise) if len(noise) > 1 else noise[0])  # (B,)
+                                zip(jobs, torch.split(logits, [job.rows for job in jobs]), starts)])
+        for job, start in zip(jobs, starts):
+            if job.drawn % job.sampler.chunk == 0:  # its next chunk, drawn as `rnngen sample` draws it
+                self.noise[:, start : start + job.rows] = job.sampler.refill(job.rows, logits.size(1), self.device)
+                self.phase[start : start + job.rows] = 0
+        tokens = pick(logits, self.noise[self.phase, self.columns])  # (B,): each row's noise at its own step
+        self.phase += 1
         self.tokens[: len(tokens)] = tokens
         self._deliver(tokens.tolist())
 
@@ -153,20 +160,30 @@ class BatchLoop:
             logits, state = prime_state(self.model, self.step, job.prime, job.rows, self.device)
             first.append(logits)
             states.append(state)
-        n = self.rows()
+        n, vocab = self.rows(), first[0].size(1)
+        keep = torch.arange(n, device=self.device)
         if n:  # the in-flight columns without their padding
-            states.insert(0, select_state(self.step, self.state, torch.arange(n, device=self.device)))
+            states.insert(0, select_state(self.step, self.state, keep))
         self.jobs = self.jobs + joining
-        self._set_state(cat_states(self.step, states), self.tokens[:n])
+        fresh = sum(job.rows for job in joining)
+        noise = torch.empty(self.noise.size(0) if n else joining[0].sampler.chunk, fresh, vocab, device=self.device)
+        self._set_state(cat_states(self.step, states), keep,
+                        torch.cat([self.noise[:, :n], noise], dim=1) if n else noise)
         return first
 
-    def _set_state(self, state, last: torch.Tensor) -> None:
-        """The columns of the jobs in flight and their last tokens `last`, padded to the step's width."""
+    def _set_state(self, state, keep: torch.Tensor, noise: torch.Tensor | None = None) -> None:
+        """The state of the in-flight columns (padded to the step's width) and their last tokens, noise
+        chunks (chunk, B, V) and places in them; `keep` says which of the old columns stay, in order."""
         n = self.rows()
         width = step_width(n)
         self.state = pad_state(self.step, state, width) if width > n else state
-        self.tokens = torch.zeros(width, dtype=torch.long, device=self.device)  # (W,) idle columns 0
-        self.tokens[: len(last)] = last
+        tokens = torch.zeros(width, dtype=torch.long, device=self.device)  # (W,) idle columns 0
+        tokens[: len(keep)] = self.tokens[keep]
+        phase = torch.zeros(n, dtype=torch.long, device=self.device)  # joining columns refill at once
+        phase[: len(keep)] = self.phase[keep]
+        self.tokens, self.phase = tokens, phase
+        self.noise = noise if noise is not None else self.noise.index_select(1, keep)
+        self.columns = torch.arange(n, device=self.device)
 
     def _deliver(self, values: list[int]) -> None:
         """Hand each job its rows' tokens; the jobs that are done or whose client left, leave."""
@@ -184,7 +201,7 @@ class BatchLoop:
         self.jobs = kept
         if kept:
             index = torch.tensor(keep, device=self.device)
-            self._set_state(select_state(self.step, self.state, index), self.tokens[index])
+            self._set_state(select_state(self.step, self.state, index), index)
         else:
             self.state = None
         for job in gone:
