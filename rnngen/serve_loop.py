@@ -50,7 +50,10 @@ class BatchLoop:
 
     def __init__(self, model, step, device: torch.device, max_rows: int = 256):
         self.model, self.step, self.device, self.max_rows = model, step, device, max_rows
-        self.jobs: list[Job] = []  # in flight, in column order
+        self.jobs: list[Job] = []  # in flight, in column order (set by _set_jobs with what goes with them)
+        self.starts: list[int] = []  # each job's first column
+        self.n = 0  # rows in flight
+        self.own_logits = False
         self.waiting: list[Job] = []
         self.state = None  # the step's state: sum(job.rows) columns, padded to step_width
         self.tokens = torch.zeros(0, dtype=torch.long, device=device)  # (W,) each column's last draw
@@ -81,7 +84,18 @@ class BatchLoop:
         self.thread.join()
 
     def rows(self) -> int:
-        return sum(job.rows for job in self.jobs)
+        """Rows in flight (read from any thread)."""
+        return self.n
+
+    def _set_jobs(self, jobs: list[Job]) -> None:
+        """The jobs in flight, and what the step reads of them: column offsets, rows, whether any
+        needs its own logits (a mask or a filter)."""
+        self.jobs, self.starts, at = jobs, [], 0
+        for job in jobs:
+            self.starts.append(at)
+            at += job.rows
+        self.n = at
+        self.own_logits = any(job.mask is not None or job.sampler.filters for job in jobs)
 
     def _run(self) -> None:
         try:
@@ -103,7 +117,8 @@ class BatchLoop:
     def _end_all(self, error: str) -> None:
         with self.cond:
             self.stopping = True
-            left, self.jobs, self.waiting = self.jobs + self.waiting, [], []
+            left, self.waiting = self.jobs + self.waiting, []
+            self._set_jobs([])
         for job in left:
             job.end(error)
 
@@ -113,8 +128,8 @@ class BatchLoop:
         first = self._admit()  # (rows, V) for each job that joined
         logits = [stepped] if stepped is not None else []
         logits = torch.cat(logits + first) if len(logits) + len(first) > 1 else (logits + first)[0]  # (B, V)
-        jobs, starts = self.jobs, self._starts()
-        if any(job.mask is not None or job.sampler.filters for job in jobs):
+        jobs, starts = self.jobs, self.starts
+        if self.own_logits:
             logits = torch.cat([self._filter(job, own, start) for job, own, start in
                                 zip(jobs, torch.split(logits, [job.rows for job in jobs]), starts)])
         for job, start in zip(jobs, starts):
@@ -133,23 +148,18 @@ class BatchLoop:
             logits = logits.masked_fill(~job.mask(last), float("-inf"))
         return job.sampler.filter(logits)
 
-    def _starts(self) -> list[int]:
-        starts, at = [], 0
-        for job in self.jobs:
-            starts.append(at)
-            at += job.rows
-        return starts
-
     def _advance(self) -> torch.Tensor | None:
         """The in-flight rows' logits (n, V) after stepping their last tokens."""
         if not self.jobs:
             return None
-        return self.step.step(self.tokens, *self.state)[: self.rows()]
+        return self.step.step(self.tokens, *self.state)[: self.n]
 
     def _admit(self) -> list[torch.Tensor]:
         """Prime the waiting jobs that fit and append their columns; their first logits (rows, V)."""
+        if not self.waiting:  # read without the lock: a job submitted now joins at the next step
+            return []
         with self.cond:
-            room, joining = self.max_rows - self.rows(), []
+            room, joining = self.max_rows - self.n, []
             while self.waiting and (self.waiting[0].rows <= room or not self.jobs and not joining):
                 joining.append(self.waiting.pop(0))
                 room -= joining[-1].rows
@@ -160,11 +170,11 @@ class BatchLoop:
             logits, state = prime_state(self.model, self.step, job.prime, job.rows, self.device)
             first.append(logits)
             states.append(state)
-        n, vocab = self.rows(), first[0].size(1)
+        n, vocab = self.n, first[0].size(1)
         keep = torch.arange(n, device=self.device)
         if n:  # the in-flight columns without their padding
             states.insert(0, select_state(self.step, self.state, keep))
-        self.jobs = self.jobs + joining
+        self._set_jobs(self.jobs + joining)
         fresh = sum(job.rows for job in joining)
         noise = torch.empty(self.noise.size(0) if n else joining[0].sampler.chunk, fresh, vocab, device=self.device)
         self._set_state(cat_states(self.step, states), keep,
@@ -174,7 +184,7 @@ class BatchLoop:
     def _set_state(self, state, keep: torch.Tensor, noise: torch.Tensor | None = None) -> None:
         """The state of the in-flight columns (padded to the step's width) and their last tokens, noise
         chunks (chunk, B, V) and places in them; `keep` says which of the old columns stay, in order."""
-        n = self.rows()
+        n = self.n
         width = step_width(n)
         self.state = pad_state(self.step, state, width) if width > n else state
         tokens = torch.zeros(width, dtype=torch.long, device=self.device)  # (W,) idle columns 0
@@ -198,7 +208,7 @@ class BatchLoop:
             start += job.rows
         if not gone:
             return
-        self.jobs = kept
+        self._set_jobs(kept)
         if kept:
             index = torch.tensor(keep, device=self.device)
             self._set_state(select_state(self.step, self.state, index), index)
