@@ -267,7 +267,8 @@ def start_completion(body: dict, models: dict[str, Served], limits: Limits) -> C
     output.streaming = stream
     job = Job(start, rows, length, sampler, take=output.take, end=output.end)
     served.loop.submit(job)
-    return Completion(served, job, output, prompt, echo, stream, seed, f"cmpl-{secrets.token_hex(12)}", int(time.time()))
+    name = f"cmpl-{secrets.token_hex(12)}"
+    return Completion(served, job, output, prompt, echo, stream, seed, name, int(time.time()))
 
 
 def whole(completion: Completion, alive=lambda: True) -> dict | None:

@@ -237,7 +237,8 @@ def test_the_openai_package_works_unchanged(server):
     client = openai.OpenAI(base_url=f"http://{host}:{port}/v1", api_key="unused", max_retries=0)
     assert {m.id for m in client.models.list()} == {"words", "tune"}
     done = client.completions.create(model="words", prompt="ROMEO:", max_tokens=60, seed=9, temperature=0.7)
-    assert done.choices[0].text == complete(server, prompt="ROMEO:", max_tokens=60, seed=9, temperature=0.7)["choices"][0]["text"]
+    same = complete(server, prompt="ROMEO:", max_tokens=60, seed=9, temperature=0.7)
+    assert done.choices[0].text == same["choices"][0]["text"]
     assert done.usage.completion_tokens == 60
     pieces = client.completions.create(model="words", prompt="ROMEO:", max_tokens=60, seed=9, temperature=0.7,
                                        stream=True)
