@@ -154,14 +154,18 @@ COMPLETION_FIELDS = {"model", "prompt", "max_tokens", "temperature", "top_p", "t
 
 
 class TextOutput:
-    """A text request's rows as they are sampled: decoded, cut at the stop strings, and held for the
-    thread that answers the client. `take` and `end` run on the loop's thread."""
+    """A text request's rows as they are sampled, held for the thread that answers the client.
+    `take` and `end` run on the loop's thread, so they do as little as they can there: with stop
+    strings each token is decoded and scanned at once (a row must end at its stop); without, a step's
+    tokens are only kept, and `wait` decodes them on the answering thread."""
 
     def __init__(self, codec, rows: int, stops: list[str]):
         self.chars = codec.chars
         self.scanners = [StopScanner(stops) for _ in range(rows)]
+        self.scan = bool(self.scanners[0].stops)
         self.counts = [0] * rows
         self.fresh: list[tuple[int, str]] = []  # (row, text) not yet handed out
+        self.raw: list[list[int]] = []  # without stop strings: each step's tokens, not yet handed out
         self.reasons: list[str | None] = [None] * rows
         self.error: str | None = None
         self.ended = False
@@ -170,6 +174,18 @@ class TextOutput:
         self.on_change = None  # also called (loop's thread) when text arrives or the job ends: for async fronts
 
     def take(self, tokens: list[int]) -> bool:
+        if not self.scan:
+            with self.cond:
+                self.raw.append(tokens)
+                if self.streaming:  # a whole answer's thread sleeps until the end
+                    self.cond.notify()
+        else:
+            self._scan(tokens)
+        if self.on_change is not None:
+            self.on_change()
+        return self.scan and all(s.stopped for s in self.scanners)
+
+    def _scan(self, tokens: list[int]) -> None:
         fresh = []
         for row, token in enumerate(tokens):
             scanner = self.scanners[row]
@@ -179,14 +195,10 @@ class TextOutput:
             text = scanner.feed(self.chars[token])
             if text:
                 fresh.append((row, text))
-        if fresh:
-            with self.cond:
-                self.fresh.extend(fresh)
-                if self.streaming:  # a whole answer's thread sleeps until the end
-                    self.cond.notify()
-            if self.on_change is not None:
-                self.on_change()
-        return all(s.stopped for s in self.scanners)
+        with self.cond:
+            self.fresh.extend(fresh)
+            if self.streaming:
+                self.cond.notify()
 
     def end(self, error: str | None) -> None:
         with self.cond:
@@ -201,12 +213,19 @@ class TextOutput:
             self.on_change()
 
     def wait(self, timeout: float | None = None) -> tuple[list[tuple[int, str]], bool]:
-        """What arrived since the last call, and whether the job has ended (blocks until either)."""
+        """What arrived since the last call, as (row, text) pieces, and whether the job has ended
+        (blocks until either, or `timeout`)."""
         with self.cond:
-            if not self.fresh and not self.ended:
+            if not self.fresh and not self.raw and not self.ended:
                 self.cond.wait(timeout)
-            fresh, self.fresh = self.fresh, []
-            return fresh, self.ended
+            fresh, raw, ended = self.fresh, self.raw, self.ended
+            self.fresh, self.raw = [], []
+        if raw:
+            chars = self.chars
+            for row in range(len(self.counts)):
+                fresh.append((row, "".join([chars[step[row]] for step in raw])))
+                self.counts[row] += len(raw)
+        return fresh, ended
 
 
 @dataclass
