@@ -109,7 +109,7 @@ REQUESTS = [  # (options, streamed): mixed sizes, temperatures, filters, stops, 
     (dict(prompt="JULIET", max_tokens=150, seed=3, temperature=0), True),
     (dict(prompt="the", max_tokens=250, seed=4, temperature=0.9, n=2, top_k=4), False),
     (dict(prompt="NURSE:\n", max_tokens=400, seed=5, temperature=1.2, top_p=0.8), True),
-    (dict(prompt="my", max_tokens=500, seed=6, temperature=1.5, stop=["\n\n", "love"], n=2), False),
+    (dict(prompt="my", max_tokens=500, seed=6, temperature=1.5, stop=["\n\n", "love"], n=2), True),
 ]
 
 
