@@ -109,12 +109,13 @@ REQUESTS = [  # (options, streamed): mixed sizes, temperatures, filters, stops, 
     (dict(prompt="JULIET", max_tokens=150, seed=3, temperature=0), True),
     (dict(prompt="the", max_tokens=250, seed=4, temperature=0.9, n=2, top_k=4), False),
     (dict(prompt="NURSE:\n", max_tokens=400, seed=5, temperature=1.2, top_p=0.8), True),
-    (dict(prompt="my", max_tokens=500, seed=6, temperature=1.5, stop=["\n\n", "love"], n=2), True),
+    (dict(prompt="my", max_tokens=500, seed=6, temperature=1.5, stop=["\n\n", "M"], n=2), True),  # both rows stop
+    (dict(prompt="the", max_tokens=300, seed=7, temperature=1.0, stop=["e"]), False),
 ]
 
 
 def test_concurrent_requests_each_get_what_rnngen_sample_gives_them_alone(server, models):
-    jobs = REQUESTS * 3  # eighteen requests, joining and leaving while the others run
+    jobs = REQUESTS * 3  # 21 requests, joining and leaving while the others run
     answers: list = [None] * len(jobs)
 
     def ask(i: int) -> None:
