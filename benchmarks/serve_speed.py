@@ -4,9 +4,9 @@
     python benchmarks/serve_speed.py --stacks stdlib,starlette  # and starlette on uvicorn (pip install starlette uvicorn)
     python benchmarks/serve_speed.py --memory 10000             # also: the server's memory over 10,000 requests
 
-Each round runs, one after another: `rnngen sample -b 64 -n 500` and `-b 1 -n 2000`, each also with
+Each round runs, one after another: `rnngen sample -b 64 -n 500` and `-b 1 -n 5000`, each also with
 -n 1, then for each stack 64 clients at once each streaming 500 characters, and one client alone
-streaming 2000. The command's characters/s are its fastest full run less its fastest -n 1 run (so that
+streaming 5000. The command's characters/s are its fastest full run less its fastest -n 1 run (so that
 start-up and loading do not count against it); the server's are its best round's, from the first
 request sent to the last byte received. The time to the first character (from sending the request to
 the first byte of text) is over every client of every round. The first clients' texts are checked against
@@ -172,7 +172,7 @@ def main() -> None:
     texts: dict[str, list[str]] = {}
     best = lambda key, value: rates.__setitem__(key, max(rates.get(key, 0.0), value))  # noqa: E731
     try:
-        cli = {"sample -b 64 -n 500": CliRate(args.model, 64, 500), "sample -n 2000": CliRate(args.model, 1, 2000)}
+        cli = {"sample -b 64 -n 500": CliRate(args.model, 64, 500), "sample -n 5000": CliRate(args.model, 1, 5000)}
         for round_ in range(args.rounds):
             for key, command in cli.items():
                 command.measure()
@@ -181,7 +181,7 @@ def main() -> None:
                 rate, first, texts[stack] = clients(port, args.model, 64, 500)
                 best(f"{stack}: 64 clients x 500", rate)
                 firsts[stack] += first
-                best(f"{stack}: 1 client x 2000", clients(port, args.model, 1, 2000)[0])
+                best(f"{stack}: 1 client x 5000", clients(port, args.model, 1, 5000)[0])
             print(f"round {round_ + 1} done", file=sys.stderr)
         report(rates, firsts, stacks)
         for stack in stacks:
@@ -202,7 +202,7 @@ def report(rates: dict[str, float], firsts: dict[str, list[float]], stacks: list
     print("| measure | characters/s | against rnngen sample in this run |")
     print("| --- | --- | --- |")
     for key, rate in rates.items():
-        base = rates["sample -b 64 -n 500"] if "64" in key else rates["sample -n 2000"]
+        base = rates["sample -b 64 -n 500"] if "64" in key else rates["sample -n 5000"]
         print(f"| {key} | {rate:,.0f} | {rate / base:.2f} |")
     print("\n| stack | time to first character, median | 99th percentile | clients |")
     print("| --- | --- | --- | --- |")
