@@ -222,6 +222,32 @@ def export(
                            f"(limit {TOLERANCE:g})", markup=False, soft_wrap=True)
 
 
+# --------------------------------------------------------------------------------------------------
+# serve
+
+
+@app.command()
+@friendly
+def serve(
+    ctx: typer.Context,
+    models: Annotated[Optional[list[str]], typer.Argument(help="Checkpoint paths or shipped model names. (default: every shipped model)", show_default=False)] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on. 127.0.0.1 answers this machine only; 0.0.0.0 answers anyone who can reach it (see the README).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on; 0 picks a free one.")] = 8000,
+    max_tokens: Annotated[int, typer.Option(callback=at_least_one, help="Most tokens (characters or MIDI events) one request may ask for.")] = 8192,
+    max_n: Annotated[int, typer.Option(callback=at_least_one, help="Most samples (n) one request may ask for.")] = 16,
+    max_prompt: Annotated[int, typer.Option(callback=at_least_one, help="Most characters in a prompt. A prompt runs through the model before the next step of every request in flight, so a long one delays them all.")] = 4096,
+    max_batch: Annotated[int, typer.Option(callback=at_least_one, help="Most rows a model samples together; further requests wait for room.")] = 256,
+    device: DeviceOpt = "auto",
+    precision: Annotated[StepPrecision, typer.Option(help="Matmul precision, resolved as for rnngen sample -b MAX_BATCH; fp32 answers exactly as rnngen sample does.")] = StepPrecision.auto,
+    quiet: QuietOpt = False,
+) -> None:
+    """Serve models over HTTP: OpenAI-style completions, MIDI pieces and a web page; requests that arrive together are sampled together."""
+    from rnngen import serve_cmd
+    from rnngen.config import ServeConfig
+
+    raise typer.Exit(serve_cmd.run(ServeConfig(**{**_plain(ctx.params), "models": models or []})))
+
+
 from rnngen import cli_media  # noqa: E402,F401  (registers render and plot, after the commands above)
 
 

@@ -241,3 +241,19 @@ def format_duration(seconds: float) -> str:
     m, s = divmod(rest, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
+
+
+@dataclass
+class ServeConfig:
+    """`rnngen serve` as asked; the CLI fills it once and the serve command reads it."""
+
+    models: list[str] = field(default_factory=list)  # paths or shipped names; empty: every shipped model
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_tokens: int = 8192  # per request: characters or MIDI events
+    max_n: int = 16  # samples per request
+    max_prompt: int = 4096  # characters; a prompt runs on the loop's thread, delaying the others' next step
+    max_batch: int = 256  # rows a model steps together; more requests wait for room
+    device: str = "auto"
+    precision: str = "auto"
+    quiet: bool = False

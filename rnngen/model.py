@@ -182,6 +182,7 @@ class StepModel(nn.Module):
     """
 
     PRECISIONS = ("fp32", "bf16", "int8")
+    batch_dim = -1  # the state keeps one sample per column
 
     def __init__(self, model: RNNModel, precision: str = "fp32"):
         super().__init__()

@@ -50,42 +50,86 @@ def make_step(model: RNNModel, precision: str, batch: int, device: torch.device)
 
 
 class Sampler:
-    """Picks one token per row of logits[B, V]: greedy at temperature 0, else a draw from
+    """Picks one token per row of logits[n, V]: greedy at temperature 0, else a draw from
     softmax(logits / temperature) restricted to the top-k / top-p set.
 
     Draws use the Gumbel-max trick, argmax(logits - temperature * log(E)) with E = -log(U) ~ Exp(1),
     which is an exact sample from that softmax. The noise is made `chunk` steps at a time from the
-    seeded generator, so a step costs two cheap tensor ops instead of softmax and multinomial.
+    seeded generator and scaled by the temperature then, so a step costs one subtraction and a max.
+
+    A row's draw depends only on its own logits and noise, and the subtraction is exact in any
+    layout, so `rnngen serve` can gather many samplers' `noise` into one batch and `pick` once:
+    each request gets the tokens that this sampler alone would give (rnngen/serve_loop.py).
     """
 
     def __init__(self, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                  generator: torch.Generator | None = None, chunk: int = 64):
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.generator, self.chunk = generator, chunk
-        self.noise: torch.Tensor | None = None
+        self.buffer: torch.Tensor | None = None  # (chunk, n, V): temperature * log(E)
         self.used = chunk
 
-    def _log_exponential(self, like: torch.Tensor) -> torch.Tensor:
-        if self.noise is None or self.noise.shape[1:] != like.shape:
-            self.noise = torch.empty((self.chunk, *like.shape), device=like.device)  # (chunk, B, V)
-            self.used = self.chunk
-        if self.used == self.chunk:  # refilled in place: a fresh buffer of this size costs page faults
+    def refill(self, rows: int, vocab: int, device: torch.device | None = None) -> torch.Tensor:
+        """The next `chunk` steps of noise for (rows, vocab) logits, times the temperature: (chunk, rows,
+        vocab), zeros at temperature 0. `noise` hands it out a step at a time; a server copies it whole."""
+        if self.buffer is None or self.buffer.shape[1:] != (rows, vocab):
+            self.buffer = torch.empty((self.chunk, rows, vocab), device=device)  # (chunk, n, V)
+            if self.temperature == 0:
+                self.buffer.zero_()
+        if self.temperature != 0:  # refilled in place: a fresh buffer of this size costs page faults
             # uniform_ is several times faster than exponential_ on a CPU; U stays inside (0, 1).
-            self.noise.uniform_(generator=self.generator).clamp_(1e-30, 1 - 2**-24).log_().neg_().log_()
-            self.used = 0
-        self.used += 1
-        return self.noise[self.used - 1]
+            self.buffer.uniform_(generator=self.generator).clamp_(1e-30, 1 - 2**-24).log_().neg_().log_()
+            self.buffer.mul_(self.temperature)
+        self.used = 0
+        return self.buffer
 
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+    def noise(self, like: torch.Tensor) -> torch.Tensor:
+        """This step's noise for logits shaped like `like` (n, V), already times the temperature."""
+        if self.used == self.chunk or self.buffer is None or self.buffer.shape[1:] != like.shape:
+            self.refill(*like.shape, device=like.device)
+        self.used += 1
+        return self.buffer[self.used - 1]
+
+    @property
+    def filters(self) -> bool:
+        """Whether `filter` can change anything."""
+        return self.temperature != 0 and (self.top_k is not None or (self.top_p is not None and self.top_p < 1.0))
+
+    def filter(self, logits: torch.Tensor) -> torch.Tensor:
+        """The logits with tokens outside the top-k / top-p set at -inf (unchanged at temperature 0)."""
         if self.temperature == 0:
-            return logits.max(dim=-1).indices  # (B,); max is several times faster than argmax here
+            return logits
         if self.top_k is not None and self.top_k < logits.size(-1):
-            kth = torch.topk(logits, self.top_k, dim=-1).values[:, -1:]  # (B, 1)
+            kth = torch.topk(logits, self.top_k, dim=-1).values[:, -1:]  # (n, 1)
             logits = logits.masked_fill(logits < kth, float("-inf"))
         if self.top_p is not None and self.top_p < 1.0:
             logits = _nucleus(logits, self.top_p, self.temperature)
-        noise = self._log_exponential(logits)
-        return torch.sub(logits.float(), noise, alpha=self.temperature).max(dim=-1).indices  # (B,)
+        return logits
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.temperature == 0:
+            return logits.max(dim=-1).indices  # (n,); max is several times faster than argmax here
+        return pick(self.filter(logits), self.noise(logits))
+
+
+def pick(logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """(B,) the Gumbel-max draw of each row from logits[B, V] and its scaled noise[B, V]."""
+    return torch.sub(logits.float(), noise).max(dim=-1).indices
+
+
+# BLAS picks its matmul kernel by the number of columns, and kernels add up in different orders: on
+# the AVX2 machine (MKL) a column's fp32 result was the same bit for bit at every width from 12 up,
+# but 1, 2-4 and 8, 5, 6 and 10, and 7, 9 and 11 columns each gave their own last bits. Element-wise
+# kernels also round the tail past the last full vector differently. So a batch steps at a multiple of
+# STEP_COLUMNS columns (idle ones padding it), and a row's numbers are the same whatever shares its
+# batch: `rnngen sample -b 5` and `rnngen serve` with five or fifty rows in flight agree exactly.
+STEP_COLUMNS = 16
+
+
+def step_width(batch: int) -> int:
+    """The columns a step runs for `batch` rows: one row alone as it is (the fastest for one sample),
+    else rounded up to a multiple of STEP_COLUMNS."""
+    return batch if batch == 1 else -(-batch // STEP_COLUMNS) * STEP_COLUMNS
 
 
 def _nucleus(logits: torch.Tensor, top_p: float, temperature: float) -> torch.Tensor:
@@ -126,8 +170,8 @@ def generate(model: RNNModel, prime: Sequence[int], length: int, batch: int = 1,
     """Yield `length` steps of sampled tokens, each a (batch,) tensor on the model's device.
 
     The prime runs once through the fused layer; its state is copied to every row; then all rows
-    step together. A tagged model takes each row's tag index in `tags`; the prime then runs once
-    per distinct tag.
+    step together (at `step_width(batch)` columns). A tagged model takes each row's tag index in
+    `tags`; the prime then runs once per distinct tag.
     """
     if not prime:
         raise ValueError("generate needs at least one prime token")
@@ -136,10 +180,14 @@ def generate(model: RNNModel, prime: Sequence[int], length: int, batch: int = 1,
     sampler = Sampler(temperature, top_k, top_p, generator)
     step = stepper or make_step(model, step_precision(precision, device, model, batch), batch, device)
     row_tags = None if tags is None else torch.tensor(list(tags), dtype=torch.long, device=device)  # (B,)
-    by_tag = () if row_tags is None else (row_tags,)  # a tagged model's steps take the rows' tags
 
-    logits, state = _run_prime(model, prime, batch, device, row_tags)  # (B, V), (L, B, H) each
-    hb, carry = step.new_state(*state)
+    logits, state = prime_state(model, step, prime, batch, device, row_tags)
+    width = step_width(batch)
+    if width > batch:  # idle columns, so that each row's numbers do not depend on the batch size
+        state = pad_state(step, state, width)
+    hb, carry = state
+    tokens = torch.zeros(width, dtype=torch.long, device=device)  # (W,) the last draw, idle columns 0
+    by_tag = () if row_tags is None else (pad_tags(row_tags, width),)  # a tagged model's steps take the rows' tags
     last = None
     for i in range(length):
         if mask is not None:
@@ -147,22 +195,70 @@ def generate(model: RNNModel, prime: Sequence[int], length: int, batch: int = 1,
         last = sampler(logits)  # (B,)
         yield last
         if i + 1 < length:
-            logits = step.step(last, hb, carry, *by_tag)
+            tokens[:batch] = last
+            logits = step.step(tokens, hb, carry, *by_tag)[:batch]
 
 
-def _run_prime(model: RNNModel, prime: Sequence[int], batch: int, device: torch.device,
-               tags: torch.Tensor | None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-    """The logits after the prime and the state it leaves, for every row: the prime runs through
-    the fused layer once (for a tagged model, once for each distinct tag) and is copied to the rows."""
+def prime_state(model: RNNModel, step, prime: Sequence[int], rows: int, device: torch.device,
+                tags: torch.Tensor | None = None):
+    """Run the prime once through the fused layer (for a tagged model, once for each distinct tag of
+    `tags`, each row's tag index): (logits[rows, V] for the first draw, and the step's state with the
+    prime's state in each of `rows` columns)."""
     tokens = torch.tensor([list(prime)], dtype=torch.long, device=device)  # (1, P)
     if tags is None:
         with _prime_kernel(len(prime), device):
             logits, state = model(tokens)  # (1, P, V)
-        return logits[:, -1].float().expand(batch, -1), tuple(s.expand(-1, batch, -1) for s in state)
-    distinct, which = torch.unique(tags, return_inverse=True)  # (D,), (B,)
+        return logits[:, -1].float().expand(rows, -1), step.new_state(*(s.expand(-1, rows, -1) for s in state))
+    distinct, which = torch.unique(tags, return_inverse=True)  # (D,), (rows,)
     with _prime_kernel(len(prime), device):
         logits, state = model(tokens.expand(len(distinct), -1), tags=distinct)  # (D, P, V)
-    return logits[:, -1].float()[which], tuple(s[:, which] for s in state)
+    return logits[:, -1].float()[which], step.new_state(*(s[:, which] for s in state))
+
+
+def pad_tags(tags: torch.Tensor, width: int) -> torch.Tensor:
+    """Each column's tag (W,): the rows' own, then tag 0 for the idle columns."""
+    return torch.cat([tags, tags.new_zeros(width - len(tags))]) if width > len(tags) else tags
+
+
+# A step's state is (hb, carry): hb a tensor (StepModel) or a list of them (Int8Step), carry a list.
+# Which dimension holds the samples is the step's `batch_dim`: StepModel keeps them as columns.
+State = tuple
+
+
+def _tensors(state: State) -> list[torch.Tensor]:
+    hb, carry = state
+    return [*(hb if isinstance(hb, list) else [hb]), *carry]
+
+
+def _rebuild(like: State, tensors: list[torch.Tensor]) -> State:
+    hb, carry = like
+    n = len(hb) if isinstance(hb, list) else 1
+    return (tensors[:n] if isinstance(hb, list) else tensors[0]), tensors[n:]
+
+
+def pad_state(step, state: State, width: int) -> State:
+    """The state with idle zero samples added up to `width`."""
+    dim = getattr(step, "batch_dim", -1)
+    grow = lambda t: torch.cat([t, t.new_zeros(_resized(t, dim, width - t.size(dim)))], dim=dim)  # noqa: E731
+    return _rebuild(state, [grow(t) for t in _tensors(state)])
+
+
+def select_state(step, state: State, index: torch.Tensor) -> State:
+    """The samples `index` (a long tensor) of the state, in that order: copies the step may change."""
+    dim = getattr(step, "batch_dim", -1)
+    return _rebuild(state, [t.index_select(dim, index) for t in _tensors(state)])
+
+
+def cat_states(step, states: Sequence[State]) -> State:
+    """The samples of several states side by side, as one state."""
+    dim = getattr(step, "batch_dim", -1)
+    return _rebuild(states[0], [torch.cat(ts, dim=dim) for ts in zip(*(_tensors(s) for s in states))])
+
+
+def _resized(t: torch.Tensor, dim: int, size: int) -> list[int]:
+    shape = list(t.shape)
+    shape[dim] = size
+    return shape
 
 
 class StopScanner:

@@ -66,6 +66,8 @@ class Int8Step:
     """Same contract as `StepModel` for sampling: `new_state(h, c)` -> (buffers, carry) and
     `step(tokens, buffers, carry)` -> logits (B, V) fp32, updating the state in place."""
 
+    batch_dim = 0  # the state keeps one sample per row
+
     def __init__(self, model: RNNModel):
         cfg = model.cfg
         self.cell, self.layers, self.hidden, self.embed_size = cfg.cell, cfg.layers, cfg.hidden, cfg.embed

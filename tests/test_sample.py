@@ -163,3 +163,44 @@ def test_a_short_prime_runs_without_onednn_and_a_long_one_with_it(monkeypatch):
         list(generate(model, prime, 4, batch=2, seed=0))
     assert seen == [(3, False), (sample_module.ONEDNN_PRIME_FROM, True)]
     assert torch.backends.mkldnn.enabled  # left as it was
+
+
+def test_a_row_steps_to_the_same_bits_at_every_padded_width():
+    """What lets `rnngen serve` answer as `rnngen sample` does: at the widths a batch steps at, a
+    row's logits and state do not depend on the other rows (the shipped model's sizes, fp32)."""
+    torch.manual_seed(0)
+    model = RNNModel(ModelConfig(vocab_size=65, hidden=512, embed=64)).eval()
+    step = StepModel(model, "fp32")
+    h, c = torch.randn(2, 40, 512) * 0.5, torch.randn(2, 40, 512)
+    tokens = torch.randint(0, 65, (40,))
+
+    def run(rows: list[int]) -> torch.Tensor:  # three steps of these rows, padded as generate pads them
+        width = sample_module.step_width(len(rows))
+        hb, carry = sample_module.pad_state(step, step.new_state(h[:, rows], c[:, rows]), width)
+        t = torch.zeros(width, dtype=torch.long)
+        t[: len(rows)] = tokens[rows]
+        with torch.inference_mode():
+            return torch.stack([step.step(t, hb, carry)[: len(rows)].clone() for _ in range(3)])  # (3, B, V)
+
+    every = run(list(range(40)))
+    for rows in ([3, 4], [0, 1, 2, 3, 4], list(range(7, 18)), list(range(20, 40)), [39, 0, 21]):
+        assert torch.equal(run(rows), every[:, rows]), rows
+
+
+@pytest.mark.parametrize("batch_dim", [-1, 0])
+def test_state_helpers_pad_select_and_join_along_the_steps_batch_dim(batch_dim):
+    """StepModel keeps a sample per column, Int8Step per row: the server's helpers follow `batch_dim`."""
+    step = type("Step", (), {"batch_dim": batch_dim})()
+    make = lambda b, width: torch.arange(b * width, dtype=torch.float).view(b, width)  # noqa: E731  (B, D)
+    as_state = lambda hb, c: ([hb], [c]) if batch_dim == 0 else (hb.T.contiguous(), [c.T.contiguous()])  # noqa: E731
+    rows = lambda t: t if batch_dim == 0 else t.T  # noqa: E731  back to (B, D)
+    a, b = as_state(make(3, 5), make(3, 2)), as_state(make(2, 5) + 100, make(2, 2) + 100)
+    joined = sample_module.cat_states(step, [a, b])
+    padded = sample_module.pad_state(step, joined, 16)
+    hb = padded[0][0] if batch_dim == 0 else padded[0]
+    assert rows(hb).shape == (16, 5) and rows(padded[1][0]).shape == (16, 2)
+    assert torch.equal(rows(hb)[:3], make(3, 5)) and torch.equal(rows(hb)[3:5], make(2, 5) + 100)
+    assert not rows(hb)[5:].any()  # idle samples are zeros
+    picked = sample_module.select_state(step, padded, torch.tensor([4, 0]))
+    picked_hb = picked[0][0] if batch_dim == 0 else picked[0]
+    assert torch.equal(rows(picked_hb), torch.stack([make(2, 5)[1] + 100, make(3, 5)[0]]))

@@ -51,7 +51,7 @@ class MidiKind:
         pieces = [codec.decode(prime + row) for row in rows]
         if primer is not None and not cfg.echo:
             pieces = [_continuation(notes, len(codec.decode(prime))) for notes in pieces]
-        files = [_file(notes, codec, tempo, cfg.program, primer) for notes in pieces]
+        files = [piece_file(notes, codec, tempo, cfg.program, primer) for notes in pieces]
         given = f" ({len(codec.decode(prime))} from the primer)" if primer is not None and cfg.echo else ""
         tags = run.tag_names() or [None] * len(rows)
         described = [f"{'' if tag is None else f'{tag}: '}{len(notes)} notes{given}, "
@@ -61,7 +61,7 @@ class MidiKind:
         write_midi(targets, files, described, cfg.quiet, cfg.audio, cfg.soundfont)
 
 
-def _file(notes: list[Note], codec: MidiCodec, tempo: float, program: int | None, primer: Piece | None) -> bytes:
+def piece_file(notes: list[Note], codec: MidiCodec, tempo: float, program: int | None, primer: Piece | None) -> bytes:
     """A sample as a .mid file: one piano track as before parts, else a track per part."""
     if codec.parts is None:
         return midi_bytes(notes, codec.steps_per_quarter, tempo, program or 0)
