@@ -21,6 +21,7 @@ import torch
 from rnngen.errors import RnngenError
 from rnngen.sample import Sampler, StopScanner
 from rnngen.serve_loop import BatchLoop, Job
+from rnngen.tags import sample_tags
 
 
 class ApiError(Exception):
@@ -51,6 +52,18 @@ class Served:
     codec: object
     loop: BatchLoop
     created: int
+    tags: tuple[str, ...] = ()  # a tagged model's tags (rnngen/tags.py)
+    tag_tokens: list[int] | None = None  # their training tokens, for drawing a tag when none is asked
+
+    def row_tags(self, body: dict, rows: int, seed: int) -> list[int] | None:
+        """Each row's tag index for the request's `tag` field, as `rnngen sample --tag` chooses them."""
+        tag = body.get("tag")
+        if tag is not None and not isinstance(tag, str):
+            raise ApiError(400, f"tag must be a string, not {json.dumps(tag)}", "tag")
+        try:
+            return sample_tags(self.tags, [] if tag is None else [tag], rows, self.tag_tokens, seed)
+        except RnngenError as e:
+            raise ApiError(400, str(e), "tag") from None
 
     @property
     def kind(self) -> str:
@@ -58,7 +71,7 @@ class Served:
 
     def describe(self) -> dict:
         return {"id": self.name, "object": "model", "created": self.created, "owned_by": "rnngen",
-                "kind": self.kind, "unit": self.codec.unit}
+                "kind": self.kind, "unit": self.codec.unit, "tags": list(self.tags)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -150,7 +163,7 @@ def seed_of(body: dict) -> int:
 # text: /v1/completions
 
 COMPLETION_FIELDS = {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "n", "seed", "stop",
-                     "stream", "echo", "user", "presence_penalty", "frequency_penalty", "logprobs", "best_of"}
+                     "stream", "echo", "user", "presence_penalty", "frequency_penalty", "logprobs", "best_of", "tag"}
 
 
 class TextOutput:
@@ -284,7 +297,7 @@ def start_completion(body: dict, models: dict[str, Served], limits: Limits) -> C
     start = codec.encode(prompt) if prompt else [codec.index.get("\n", 0)]
     output = TextOutput(codec, rows, stops)
     output.streaming = stream
-    job = Job(start, rows, length, sampler, take=output.take, end=output.end)
+    job = Job(start, rows, length, sampler, take=output.take, end=output.end, tags=served.row_tags(body, rows, seed))
     served.loop.submit(job)
     name = f"cmpl-{secrets.token_hex(12)}"
     return Completion(served, job, output, prompt, echo, stream, seed, name, int(time.time()))

@@ -27,7 +27,7 @@ from rnngen import checkpoint as checkpoint_io
 from rnngen.config import ServeConfig
 from rnngen.device import resolve_device
 from rnngen.errors import RnngenError
-from rnngen.sample import make_step, pad_state, prime_state, step_precision, step_width
+from rnngen.sample import make_step, pad_state, pad_tags, prime_state, step_precision, step_width
 from rnngen.serve_api import Limits, Served
 from rnngen.serve_http import Server
 from rnngen.serve_loop import BatchLoop
@@ -44,12 +44,13 @@ def load(cfg: ServeConfig) -> dict[str, Served]:
         name = Path(source).stem  # a shipped name is its own stem
         if name in served:
             raise RnngenError(f"two models would be called {name!r}; rename one of the files")
-        model, codec, _ = checkpoint_io.load_model(source)
+        model, codec, ckpt = checkpoint_io.load_model(source)
         model.to(device)
         step = make_step(model, step_precision(cfg.precision, device, model, cfg.max_batch), cfg.max_batch, device)
         _warm(model, step, device)
         loop = BatchLoop(model, step, device, cfg.max_batch).start()
-        served[name] = Served(name, codec, loop, int(time.time()))
+        served[name] = Served(name, codec, loop, int(time.time()), model.cfg.tags,
+                              ckpt.get("train", {}).get("tag_tokens"))
     return served
 
 
@@ -58,10 +59,12 @@ def _warm(model, step, device: torch.device) -> None:
     """One prime and a step at one and at a padded width, so that the first request does not pay
     for the kernels' first calls."""
     for rows in (1, 2):
-        _, state = prime_state(model, step, [0], rows, device)
+        tags = torch.zeros(rows, dtype=torch.long, device=device) if model.cfg.tags else None
+        _, state = prime_state(model, step, [0], rows, device, tags)
         width = step_width(rows)
         hb, carry = pad_state(step, state, width) if width > rows else state
-        step.step(torch.zeros(width, dtype=torch.long, device=device), hb, carry)
+        by_tag = () if tags is None else (pad_tags(tags, width),)
+        step.step(torch.zeros(width, dtype=torch.long, device=device), hb, carry, *by_tag)
 
 
 def run(cfg: ServeConfig) -> int:

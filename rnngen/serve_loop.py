@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rnngen.sample import Mask, Sampler, cat_states, pad_state, pick, prime_state, select_state, step_width
+from rnngen.sample import Mask, Sampler, cat_states, pad_state, pad_tags, pick, prime_state, select_state, step_width
 
 
 @dataclass(eq=False)
@@ -41,6 +41,7 @@ class Job:
     take: Callable[[list[int]], bool]
     end: Callable[[str | None], None] = lambda error: None
     mask: Mask | None = None  # the grammar of a MIDI model, for these rows
+    tags: list[int] | None = None  # a tagged model: each row's tag index, as `rnngen sample --tag` gives them
     cancelled: bool = False  # set from any thread (a client that went away); seen at the next step
     drawn: int = field(default=0, init=False)
 
@@ -60,6 +61,7 @@ class BatchLoop:
         self.noise = torch.zeros(0, 0, 0, device=device)  # (chunk, B, V) each job's chunk of Gumbel noise
         self.phase = torch.zeros(0, dtype=torch.long, device=device)  # (B,) each column's step in its chunk
         self.columns = torch.zeros(0, dtype=torch.long, device=device)  # (B,) 0 .. B-1
+        self.by_tag: tuple = ()  # a tagged model: ((W,) each column's tag,) for the step; idle columns 0
         self.cond = threading.Condition()
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name="rnngen-batch", daemon=True)
@@ -152,7 +154,7 @@ class BatchLoop:
         """The in-flight rows' logits (n, V) after stepping their last tokens."""
         if not self.jobs:
             return None
-        return self.step.step(self.tokens, *self.state)[: self.n]
+        return self.step.step(self.tokens, *self.state, *self.by_tag)[: self.n]
 
     def _admit(self) -> list[torch.Tensor]:
         """Prime the waiting jobs that fit and append their columns; their first logits (rows, V)."""
@@ -167,7 +169,8 @@ class BatchLoop:
             return []
         first, states = [], []
         for job in joining:
-            logits, state = prime_state(self.model, self.step, job.prime, job.rows, self.device)
+            tags = None if job.tags is None else torch.tensor(job.tags, dtype=torch.long, device=self.device)
+            logits, state = prime_state(self.model, self.step, job.prime, job.rows, self.device, tags)
             first.append(logits)
             states.append(state)
         n, vocab = self.n, first[0].size(1)
@@ -194,6 +197,9 @@ class BatchLoop:
         self.tokens, self.phase = tokens, phase
         self.noise = noise if noise is not None else self.noise.index_select(1, keep)
         self.columns = torch.arange(n, device=self.device)
+        if self.model.cfg.tags:
+            tags = torch.tensor([t for job in self.jobs for t in job.tags], dtype=torch.long, device=self.device)
+            self.by_tag = (pad_tags(tags, width),)
 
     def _deliver(self, values: list[int]) -> None:
         """Hand each job its rows' tokens; the jobs that are done or whose client left, leave."""

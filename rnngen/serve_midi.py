@@ -20,11 +20,11 @@ from pathlib import Path
 from rnngen.errors import RnngenError
 from rnngen.midi.files import DEFAULT_QPM
 from rnngen.midi.grammar import Grammar
-from rnngen.midi.kind import piece_file
+from rnngen.midi.kind import KIND as MIDI, piece_file
 from rnngen.serve_api import ApiError, Limits, Served, check_fields, model_of, number, sampler_of, seed_of
 from rnngen.serve_loop import Job
 
-MIDI_FIELDS = {"model", "max_tokens", "temperature", "top_p", "top_k", "seed", "qpm", "program", "format"}
+MIDI_FIELDS = {"model", "max_tokens", "temperature", "top_p", "top_k", "seed", "qpm", "program", "format", "tag"}
 FORMATS = {"mid": "audio/midi", "wav": "audio/wav", "png": "image/png", "json": "application/json"}
 
 
@@ -70,7 +70,7 @@ def piece(body: dict, models: dict[str, Served], limits: Limits) -> tuple[str, b
     qpm = number(body, "qpm", DEFAULT_QPM, 4, 1000)
     program = number(body, "program", None, 0, 127, integer=True)
     seed = seed_of(body)
-    sampler = sampler_of(body, seed)
+    sampler = sampler_of(body, seed, MIDI.default_temperature)  # as `rnngen sample` samples MIDI
     wanted = {"wav": "audio", "png": "piano_roll"}.get(fmt)
     available = features() if fmt in ("wav", "png", "json") else {}
     if wanted and not available[wanted]:
@@ -80,7 +80,8 @@ def piece(body: dict, models: dict[str, Served], limits: Limits) -> tuple[str, b
     grammar = Grammar(codec, 1)
     grammar.feed(prime)
     output = MidiOutput(codec.eos)
-    served.loop.submit(Job(prime, 1, length, sampler, take=output.take, end=output.end, mask=grammar))
+    served.loop.submit(Job(prime, 1, length, sampler, take=output.take, end=output.end, mask=grammar,
+                           tags=served.row_tags(body, 1, seed)))
     output.done.wait()
     if output.error:
         raise ApiError(503, output.error, kind="server_error")
