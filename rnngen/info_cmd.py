@@ -26,7 +26,7 @@ def info(name: str) -> str:
         f"{f', embedding dropout {cfg.embed_dropout}' if cfg.embed_dropout else ''}, {model.num_params():,} parameters",
     ]
     if cfg.tags:
-        lines.append(f"tags        {describe_tags(cfg.tags, _shares(tr.get('tag_tokens')))} of the training data")
+        lines.append(f"tags        {describe_tags(cfg.tags, tr.get('tag_tokens'))} of the training data")
     if tr:
         c = tr.get("config", {})
         lines += [
@@ -46,10 +46,6 @@ def info(name: str) -> str:
             lines.append(chart_or_line(tr["val_history"], sys.stdout.isatty()))
     lines.append(f"resumable   {'yes' if 'resume' in ckpt else 'no'}")
     return "\n".join(lines)
-
-
-def _shares(tokens: list[int] | None) -> list[float] | None:
-    return [n / (sum(tokens) or 1) for n in tokens] if tokens else None
 
 
 def _sources(names: list) -> str:

@@ -52,8 +52,11 @@ class Served:
     codec: object
     loop: BatchLoop
     created: int
-    tags: tuple[str, ...] = ()  # a tagged model's tags (rnngen/tags.py)
-    tag_tokens: list[int] | None = None  # their training tokens, for drawing a tag when none is asked
+    tag_tokens: list[int] | None = None  # a tagged model's training tokens per tag, for drawing a tag when none is asked
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return self.loop.model.cfg.tags
 
     def row_tags(self, body: dict, rows: int, seed: int) -> list[int] | None:
         """Each row's tag index for the request's `tag` field, as `rnngen sample --tag` chooses them."""

@@ -49,8 +49,7 @@ def load(cfg: ServeConfig) -> dict[str, Served]:
         step = make_step(model, step_precision(cfg.precision, device, model, cfg.max_batch), cfg.max_batch, device)
         _warm(model, step, device)
         loop = BatchLoop(model, step, device, cfg.max_batch).start()
-        served[name] = Served(name, codec, loop, int(time.time()), model.cfg.tags,
-                              ckpt.get("train", {}).get("tag_tokens"))
+        served[name] = Served(name, codec, loop, int(time.time()), ckpt.get("train", {}).get("tag_tokens"))
     return served
 
 

@@ -78,10 +78,6 @@ class Tags(NamedTuple):
     val: torch.Tensor  # (M,) uint8
     tokens: list[int]  # training tokens per tag
 
-    def shares(self) -> list[float]:
-        total = sum(self.tokens) or 1
-        return [n / total for n in self.tokens]
-
 
 def load_tagged(kind, sources: Sources, options, cfg, codec, known: tuple[str, ...] = ()):
     """The kind's corpus for tagged sources: one codec for all of them, each tag's data loaded and
@@ -107,11 +103,15 @@ def load_tagged(kind, sources: Sources, options, cfg, codec, known: tuple[str, .
     return parts[0]._replace(codec=codec, train_ids=train, val_ids=val, names=recorded, tags=tags)
 
 
-def describe_tags(names: list[str] | tuple[str, ...], shares: list[float] | None) -> str:
-    """'poems 61.2%, python 38.8%' (the share of the training tokens), or just the names."""
-    if not shares or len(shares) != len(names):
+def _known(tokens: list[int] | None, names) -> bool:
+    return bool(tokens) and len(tokens) == len(names) and sum(tokens) > 0
+
+
+def describe_tags(names: list[str] | tuple[str, ...], tokens: list[int] | None) -> str:
+    """'poems 61.2%, python 38.8%' (each tag's share of the training tokens), or just the names."""
+    if not _known(tokens, names):
         return ", ".join(names)
-    return ", ".join(f"{name} {100 * share:.1f}%" for name, share in zip(names, shares))
+    return ", ".join(f"{name} {100 * n / sum(tokens):.1f}%" for name, n in zip(names, tokens))
 
 
 def check_tags(model_tags: tuple[str, ...], asked: list[str]) -> None:
@@ -123,7 +123,7 @@ def check_tags(model_tags: tuple[str, ...], asked: list[str]) -> None:
         raise UsageError(f"unknown tag {unknown[0]!r}; this model's tags are {', '.join(model_tags)}")
 
 
-def sample_tags(model_tags: tuple[str, ...], asked: list[str], batch: int, shares: list[float] | None,
+def sample_tags(model_tags: tuple[str, ...], asked: list[str], batch: int, tokens: list[int] | None,
                 seed: int) -> list[int] | None:
     """Each row's tag index for `rnngen sample`: the tags asked for, repeated in turn across the
     batch (`-b 4 --tag a --tag b` gives a, b, a, b); with none asked, a tag drawn for each row in
@@ -134,6 +134,6 @@ def sample_tags(model_tags: tuple[str, ...], asked: list[str], batch: int, share
         return None
     if asked:
         return [model_tags.index(asked[i % len(asked)]) for i in range(batch)]
-    weights = torch.tensor(shares if shares and len(shares) == len(model_tags) else [1] * len(model_tags), dtype=torch.float)
+    weights = torch.tensor(tokens if _known(tokens, model_tags) else [1] * len(model_tags), dtype=torch.float)
     g = torch.Generator().manual_seed(seed + 7919)  # not the sampler's own stream
     return torch.multinomial(weights, batch, replacement=True, generator=g).tolist()

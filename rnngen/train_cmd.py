@@ -205,5 +205,5 @@ def _header(model: RNNModel, cfg: TrainConfig, corpus, dtype, world: distributed
         f"{f', embedding dropout {m.embed_dropout:g}' if m.embed_dropout else ''}, weight decay {cfg.weight_decay:g}"
         f"{f', weight average {cfg.ema:g}' if cfg.ema else ''}, "
         f"{world.device.type} {precision_name(dtype)}; stops at {' or '.join(stops)}"
-        + (f"\ntags: {describe_tags(corpus.tags.names, corpus.tags.shares())}" if corpus.tags else "")
+        + (f"\ntags: {describe_tags(corpus.tags.names, corpus.tags.tokens)}" if corpus.tags else "")
     )
