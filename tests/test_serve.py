@@ -316,7 +316,8 @@ def test_sigterm_ends_the_streams_in_flight_and_exits_143_and_ctrl_c_130(models)
     proc.send_signal(15)
     rest = response.read().decode()
     assert rest.endswith('"code": null}}\n\ndata: [DONE]\n\n') and "shutting down" in rest
-    assert proc.wait(20) == 143
+    rc = proc.wait(20)
+    assert rc == 143, proc.stderr.read()
     assert "Traceback" not in proc.stderr.read()
     proc, port = start_cli(models["words"])
     proc.send_signal(2)
