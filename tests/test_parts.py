@@ -100,6 +100,54 @@ def test_one_part_pieces_cost_no_part_tokens_and_satb_chords_none_after_the_firs
     assert codec.encode(one) == MidiCodec().encode(one)
 
 
+SATB = [Part("Bass"), Part("Tenor"), Part("Alto"), Part("Soprano")]
+
+
+def opening_without_the_bass() -> list[Note]:
+    """Three chords of four voices, the first without its bass (a pickup in the upper voices)."""
+    voices = [(r, p + 12 * r) for r, p in enumerate((40, 45, 48, 52))]
+    return [Note(t, p, 12, 88, r) for t in (0, 12, 24) for r, p in voices if t or r]
+
+
+def test_an_ensemble_expects_its_lowest_voice_at_every_chord():
+    ensemble = MidiCodec(parts=PartTable(SATB, named_only=True, ensemble=True))
+    tokens = ensemble.encode(opening_without_the_bass())
+    assert [ensemble.token_name(t) for t in tokens if t >= ensemble.part0] == ["PART_1"]  # only the pickup
+    assert ensemble.decode(tokens) == opening_without_the_bass()
+    grammar, last = Grammar(ensemble, batch=1), None
+    for t in tokens[1:]:
+        assert grammar(last)[0, t], ensemble.token_name(t)
+        last = torch.tensor([t])
+    # a table of the previous format has no ensemble: the bass, not yet used, is named where it enters
+    previous = MidiCodec.from_dict({**OLD_CODEC, "parts": [r.to_dict() for r in SATB], "named_only": True})
+    assert not previous.parts.ensemble and previous.parts.ranges is None
+    assert previous.to_dict() == {**OLD_CODEC, "parts": [r.to_dict() for r in SATB], "named_only": True}
+    tokens = previous.encode(opening_without_the_bass())
+    assert [previous.token_name(t) for t in tokens if t >= previous.part0] == ["PART_1", "PART_2", "PART_3",
+                                                                             "PART_0"]
+    assert previous.decode(tokens) == opening_without_the_bass()
+
+
+def test_samples_keep_every_part_inside_its_range():
+    ranges = [(40, 50), (48, 60), (55, 67), (60, 72)]
+    codec = MidiCodec(parts=PartTable(SATB, named_only=True, ensemble=True, ranges=ranges))
+    assert MidiCodec.from_dict(codec.to_dict()).parts.ranges == ranges
+    model = tiny_model(vocab=codec.vocab_size).eval()
+    with torch.no_grad():  # part tokens often, and high notes: every rule at a range's edge is met
+        model.head.bias[codec.part0:] = 2.0
+        model.head.bias[100:128] = 3.0
+    rows = sample_tokens(model, codec, [codec.bos], length=300, batch=48, temperature=1.5, seed=2)
+    seen = set()
+    for row in rows:
+        assert_canonical(codec, [codec.bos] + row)
+        notes = codec.decode([codec.bos] + row)
+        assert all(ranges[n.part][0] <= n.pitch <= ranges[n.part][1] for n in notes)
+        seen |= {(n.part, n.pitch) for n in notes}
+    assert {r for r, _ in seen} == {0, 1, 2, 3} and (3, 72) in seen and (0, 40) in seen
+    unbounded = sample_tokens(model, MidiCodec(parts=PartTable(SATB)), [codec.bos], 300, 8, 1.5, seed=2)
+    assert max(n.pitch for row in unbounded for n in codec.decode([codec.bos] + row)) > 72  # the mask did it
+
+
 def test_the_grammar_accepts_what_the_encoder_writes_with_parts():
     codec = MidiCodec(parts=PartTable([Part(str(i)) for i in range(5)]))
     rng = random.Random(1)
@@ -165,10 +213,16 @@ def test_parts_options_through_the_cli(tmp_path):
     assert "skipped" in result.stderr and "other.mid" in result.stderr  # no part it keeps
     codec = codec_from_dict(checkpoint.load(out)["codec"])
     assert codec.parts_setting() == "Soprano,Alto,Tenor,Bass" and codec.vocab_size == 238
+    assert codec.parts.ensemble and [r.name for r in codec.parts.roles] == ["Bass", "Tenor", "Alto", "Soprano"]
+    for (low, high), bottom in zip(codec.parts.ranges, (41, 53, 60, 67)):  # each voice's range in training
+        assert bottom <= low <= high <= bottom + 11
     sample = invoke("sample", out, "-n", 200, "-s", 1, "-f", corpus / "q0.mid", "--no-echo", "-o", tmp_path / "s.mid")
     assert sample.exit_code == 0, sample.stderr
     names = [t.name for t in mido.MidiFile(tmp_path / "s.mid").tracks if any(m.type == "note_on" for m in t)]
     assert set(names) <= {"Soprano", "Alto", "Tenor", "Bass"} and names
+    ranges = {r.name: codec.parts.ranges[i] for i, r in enumerate(codec.parts.roles)}
+    for t in mido.MidiFile(tmp_path / "s.mid").tracks:
+        assert all(ranges[t.name][0] <= m.note <= ranges[t.name][1] for m in t if m.type == "note_on")
     merged = invoke("train", corpus, *TINY, "--max-steps", 2, "--parts", "merge", "--out", tmp_path / "m.pt", "-q")
     assert merged.exit_code == 0, merged.stderr
     assert codec_from_dict(checkpoint.load(tmp_path / "m.pt")["codec"]).to_dict() == OLD_CODEC
@@ -176,6 +230,13 @@ def test_parts_options_through_the_cli(tmp_path):
                    "--out", tmp_path / "g.pt", "-q")
     assert grown.exit_code == 0, grown.stderr  # a model from before parts learns parts: ids added after its own
     assert codec_from_dict(checkpoint.load(tmp_path / "g.pt")["codec"]).num_parts == 5
+    previous = checkpoint.load(out)
+    del previous["codec"]["ensemble"], previous["codec"]["ranges"]  # a parts model of the previous format
+    checkpoint.save(previous, tmp_path / "previous.pt")
+    renewed = invoke("train", corpus, *TINY, "--max-steps", 2, "--init-from", tmp_path / "previous.pt",
+                     "--parts", "Soprano,Alto,Tenor,Bass", "--out", tmp_path / "r.pt", "-q")
+    assert renewed.exit_code == 0, renewed.stderr  # fine-tuned, it learns the ensemble and the ranges
+    assert codec_from_dict(checkpoint.load(tmp_path / "r.pt")["codec"]).to_dict() == codec.to_dict()
     bad = invoke("train", corpus, "--parts", "tracks,Bass")
     assert bad.exit_code == 2 and "--parts" in bad.stderr
     again = invoke("train", "--resume", tmp_path / "satb.last.pt", "--parts", "merge", "--max-steps", 3)

@@ -23,8 +23,8 @@ note (so 16ths and 8th/16th triplets land on the grid; Magenta's performance/Per
   EOS. A chord is written part by part in role order (lowest voice first), pitches rising within
   each part, which again fixes one spelling of every chord. Like VEL, `PART_k` is written only where
   it says something: where a note's part is not the one `RoleCursor` expects (the next part the
-  piece has used, see there). So a one-part piece costs what it did before parts, and a four-part
-  chorale pays for its parts mostly in its first chord. A note is `[PART] [VEL] PITCH DUR`. A codec
+  piece has used, or of the ensemble, see there). So a one-part piece costs what it did before
+  parts, and a four-part chorale pays for its parts only where a voice rests. A note is `[PART] [VEL] PITCH DUR`. A codec
   without a table (`--parts merge`, and every checkpoint from before parts) has exactly the ids and
   behaviour of the single stream above.
 """
@@ -105,8 +105,11 @@ class MidiCodec:
 
     def describe(self) -> str:
         drums = ", drums kept" if self.drums else ""
-        parts = "" if self.parts is None else \
-            f", {self.num_parts} parts ({', '.join(r.label() for r in self.parts.roles)})"
+        parts = ""
+        if self.parts is not None:
+            ranges = self.parts.ranges or [None] * self.num_parts
+            roles = [r.label() + (f" {span[0]}-{span[1]}" if span else "") for r, span in zip(self.parts.roles, ranges)]
+            parts = f", {self.num_parts} parts ({', '.join(roles)})"
         return f"midi, {self.steps_per_quarter} steps per quarter, {self.vocab_size} events{drums}{parts}"
 
     def notes_of(self, piece, strict: bool = True) -> list[Note]:
@@ -128,6 +131,10 @@ class MidiCodec:
         """Roles that transposition leaves alone: drums, where a pitch is an instrument."""
         roles = self.parts.roles if self.parts is not None else []
         return frozenset(i for i, r in enumerate(roles) if r.drums)
+
+    def cursor(self) -> RoleCursor:
+        """A piece's expected parts at its start: every role of an ensemble, else none yet."""
+        return RoleCursor(range(self.num_parts) if self.parts is not None and self.parts.ensemble else ())
 
     # -- velocity bins -------------------------------------------------------------------------
 
@@ -151,7 +158,7 @@ class MidiCodec:
 
     def encode(self, notes: Sequence[Note]) -> list[int]:
         """One piece as BOS ... EOS, from any notes (sorted and merged as `canonical` does)."""
-        tokens, now, vel, roles = [self.bos], 0, self.default_bin, RoleCursor()
+        tokens, now, vel, roles = [self.bos], 0, self.default_bin, self.cursor()
         top = max(0, self.num_parts - 1)  # a codec without parts puts every note in part 0
         if any(n.part > top for n in notes):
             notes = [n._replace(part=min(n.part, top)) for n in notes]
@@ -176,7 +183,7 @@ class MidiCodec:
         """The notes of one piece: up to its EOS (a leading BOS is skipped). Lenient, so that any
         token sequence decodes: an unfinished note at the end (PITCH with no DUR) is dropped."""
         notes: list[Note] = []
-        now, vel, roles, part = 0, self.bin_velocity(self.default_bin), RoleCursor(), None
+        now, vel, roles, part = 0, self.bin_velocity(self.default_bin), self.cursor(), None
         pitch, dur, role = None, 0, 0  # the note being read
 
         def finish() -> None:
@@ -213,10 +220,13 @@ class RoleCursor:
     order) that the piece has used so far, or the same part when there is none; at a new onset,
     the first part used. So a chord of the parts in play (the chorales' SATB) needs no PART token,
     and a one-part piece never needs one, as before parts; PART appears only where a note departs
-    from that. The grammar (rnngen.midi.grammar) keeps the same count, batched."""
+    from that. For an ensemble (`started` every role) the parts count as used from the start: each
+    chord begins in the lowest voice, so a piece that opens without its bass still expects the bass
+    at the next chord, where a model would otherwise have to bring it back by a PART token. The
+    grammar (rnngen.midi.grammar) keeps the same count, batched."""
 
-    def __init__(self) -> None:
-        self.used: set[int] = set()
+    def __init__(self, started=()) -> None:
+        self.used: set[int] = set(started)
         self.chord_part = -1  # the part of the last note at this onset; -1: none yet
 
     def next(self) -> int:

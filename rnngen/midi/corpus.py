@@ -51,7 +51,8 @@ def parts_table(setting: str | None, pieces: Sequence[Piece]) -> PartTable | Non
 
 def _codec_for(codec: MidiCodec | None, drums: bool | None, parts: str | None, grow: bool) -> MidiCodec | None:
     """The codec to continue (checked against the options), or None when a new one is to be fitted:
-    `grow` (fine-tuning) lets a model from before parts learn parts, with ids added after its own."""
+    `grow` (fine-tuning) lets a model from before parts learn parts, with ids added after its own, and
+    one from before ensembles and ranges learn those (`PartTable.renewed`)."""
     if codec is None or (grow and isinstance(codec, MidiCodec) and codec.parts is None
                          and parts is not None and parts.strip() != "merge"):
         return None
@@ -62,6 +63,9 @@ def _codec_for(codec: MidiCodec | None, drums: bool | None, parts: str | None, g
                           f"{'with' if codec.drums else 'without'} drums")
     if parts is not None and _names(parts) != _names(codec.parts_setting()):
         raise RnngenError(f"--parts cannot change here: the model was trained with --parts {codec.parts_setting()}")
+    if grow and codec.parts is not None and codec.parts.ranges is None:  # a table from before ranges learns them
+        return MidiCodec(codec.steps_per_quarter, codec.max_dur, codec.max_shift, codec.velocity_bins, codec.drums,
+                         codec.parts.renewed())
     return codec
 
 
@@ -107,6 +111,8 @@ def load_midi_corpus(files: Sequence[Path | str], val_frac: float, seed: int, co
     pieces = [p for i, p in enumerate(notes) if i not in val_index and p]
     if not val or not pieces:
         raise RnngenError("MIDI training needs at least two usable files: validation holds out whole pieces")
+    if codec.parts is not None and codec.parts.ranges is None and (base is None or grow):
+        codec.parts.fit_ranges(pieces)  # as written: transposed copies do not widen a voice
     train, fixed = [], codec.fixed_parts()
     for p in pieces:
         train.append(p)

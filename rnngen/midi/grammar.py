@@ -25,7 +25,8 @@ class Grammar:
     keeps what `RoleCursor` does (the parts used, the part of the last note at this onset) and a
     part named by PART for the next note: PART only before a note's VEL or PITCH, never to the part
     the note would play anyway, and inside a chord never back to an earlier part; pitches rise
-    within a part.
+    within a part and stay inside the part's range where the table has ranges (so a VEL or a PART
+    only where a pitch can still follow).
     """
 
     def __init__(self, codec: MidiCodec, batch: int, device: torch.device | str = "cpu"):
@@ -53,10 +54,13 @@ class Grammar:
         self.pitches = torch.arange(128, device=self.device)
         self.bins = torch.arange(c.velocity_bins, device=self.device)
         self.roles = torch.arange(c.num_parts, device=self.device)
+        ranges = c.parts.ranges if c.parts is not None and c.parts.ranges else [(0, 127)] * c.num_parts
+        self.low, self.high = torch.tensor(ranges, device=self.device).reshape(-1, 2).unbind(1)  # (P,) each
+        self.ensemble = c.parts is not None and c.parts.ensemble
         self.state = torch.full((batch,), START, device=self.device)  # (B,)
         self.chord_top = torch.full((batch,), -1, device=self.device)  # (B,) -1: no note at this onset yet
         self.vel = torch.full((batch,), c.default_bin, device=self.device)  # (B,)
-        self.used = torch.zeros(batch, c.num_parts, dtype=torch.bool, device=self.device)  # (B, P)
+        self.used = torch.full((batch, c.num_parts), self.ensemble, device=self.device)  # (B, P)
         self.chord_part = torch.full((batch,), -1, device=self.device)  # (B,) -1: no note at this onset yet
         self.given = torch.full((batch,), -1, device=self.device)  # (B,) the part a PART named; -1: none
 
@@ -101,7 +105,7 @@ class Grammar:
         self.chord_part = torch.where(pitch, role, self.chord_part)
         self.chord_part = torch.where((cat == SHIFT) | (cat == BOS), -1, self.chord_part)
         self.given = torch.where(cat == PART, val, torch.where(pitch | (cat == BOS), -1, self.given))
-        self.used &= (cat != BOS)[:, None]
+        self.used = torch.where((cat == BOS)[:, None], self.ensemble, self.used)
 
     def allowed(self) -> torch.Tensor:
         c = self.codec
@@ -110,11 +114,16 @@ class Grammar:
             mask[:, :128] &= self.pitches > self.chord_top[:, None]  # (B, 128) chords rise
             mask[:, c.vel0:c.bos] &= (self.bins != self.vel[:, None]) & (self.chord_top < 127)[:, None]
             return mask
-        new_part = self._role() != self.chord_part  # (B,) a note in a part not yet heard at this onset
-        mask[:, :128] &= new_part[:, None] | (self.pitches > self.chord_top[:, None])  # rising within a part
-        mask[:, c.vel0:c.bos] &= (self.bins != self.vel[:, None]) & (new_part | (self.chord_top < 127))[:, None]
+        role = self._role()
+        new_part = role != self.chord_part  # (B,) a note in a part not yet heard at this onset
+        rising = new_part[:, None] | (self.pitches > self.chord_top[:, None])  # (B, 128) rising within a part
+        inside = (self.pitches >= self.low[role, None]) & (self.pitches <= self.high[role, None])  # (B, 128)
+        mask[:, :128] &= rising & inside
+        room = new_part | (self.chord_top < self.high[role])  # (B,) a pitch of this part can still come
+        mask[:, c.vel0:c.bos] &= (self.bins != self.vel[:, None]) & room[:, None]
+        same_room = self.chord_top < self.high[self.chord_part.clamp(min=0)]  # (B,)
         later = (self.roles > self.chord_part[:, None]) | ((self.roles == self.chord_part[:, None])
-                                                           & (self.chord_top < 127)[:, None])  # (B, P)
+                                                           & same_room[:, None])  # (B, P)
         mask[:, c.part0:] &= later & (self.roles != self._next_part()[:, None])
         return mask
 

@@ -16,7 +16,13 @@ matches (see `PartTable.role_of`):
 
 With `--parts NAME,NAME,...` the roles are those names (ordered the same way), and parts named
 otherwise are left out of training (as drums are without --drums): a chorale model learns the four
-voices, not the instruments that double them in 45 of the 408 files.
+voices, not the instruments that double them in 45 of the 408 files. Such a table is an ensemble:
+every piece is read as written for all its roles, so each chord's first note is expected in the
+lowest voice even in a piece that has not used it yet (see `RoleCursor`).
+
+A table also keeps each role's pitch range in the training pieces (`ranges`), and sampling keeps every
+part inside its own: a sampled soprano sings where the corpus's sopranos sing. Tables of checkpoints
+from before ranges have none, and sample as they did.
 """
 
 from __future__ import annotations
@@ -75,10 +81,15 @@ def name_key(name: str) -> str:
 class PartTable:
     """The roles a model knows, and which role a part of a file plays."""
 
-    def __init__(self, roles: Sequence[Part], named_only: bool = False):
+    def __init__(self, roles: Sequence[Part], named_only: bool = False, ensemble: bool = False,
+                 ranges: Sequence[Sequence[int]] | None = None):
         if not 1 <= len(roles) <= MAX_PARTS:
             raise RnngenError(f"the checkpoint's MIDI parts are damaged ({len(roles)} roles)")
-        self.roles, self.named_only = list(roles), bool(named_only)
+        self.roles, self.named_only, self.ensemble = list(roles), bool(named_only), bool(ensemble)
+        self.ranges = None if ranges is None else [tuple(r) for r in ranges]  # per role (lowest, highest pitch)
+        if self.ranges is not None and (len(self.ranges) != len(self.roles) or not all(
+                len(r) == 2 and all(isinstance(v, int) for v in r) and 0 <= r[0] <= r[1] <= 127 for r in self.ranges)):
+            raise RnngenError(f"the checkpoint's MIDI part ranges are damaged ({ranges!r:.60})")
         self._by_name = {(name_key(r.name), r.drums): i for i, r in enumerate(self.roles) if r.name}
         self._by_program = {(r.program, r.drums): i for i, r in enumerate(self.roles) if not r.name}
 
@@ -86,13 +97,33 @@ class PartTable:
         return len(self.roles)
 
     def to_dict(self) -> dict:
-        return {"parts": [r.to_dict() for r in self.roles], "named_only": self.named_only}
+        d = {"parts": [r.to_dict() for r in self.roles], "named_only": self.named_only}
+        if self.ensemble:
+            d["ensemble"] = True
+        if self.ranges is not None:
+            d["ranges"] = [list(r) for r in self.ranges]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> PartTable:
-        if not isinstance(d.get("parts"), list):
+        """A checkpoint's table; one from before ensembles and ranges has neither and samples as it did."""
+        if not isinstance(d.get("parts"), list) or not isinstance(d.get("ranges", []), list):
             raise RnngenError("the checkpoint's MIDI parts are damaged")
-        return cls([Part.from_dict(r) for r in d["parts"]], d.get("named_only", False))
+        return cls([Part.from_dict(r) for r in d["parts"]], d.get("named_only", False), d.get("ensemble", False),
+                   d.get("ranges"))
+
+    def fit_ranges(self, pieces: Sequence[Sequence]) -> None:
+        """Each role's range over `pieces` (their notes by role); a role with no notes keeps all 128 pitches."""
+        lows, highs = [127] * len(self.roles), [0] * len(self.roles)
+        for notes in pieces:
+            for n in notes:
+                lows[n.part], highs[n.part] = min(lows[n.part], n.pitch), max(highs[n.part], n.pitch)
+        self.ranges = [(lo, hi) if lo <= hi else (0, 127) for lo, hi in zip(lows, highs)]
+
+    def renewed(self) -> PartTable:
+        """The same roles, as a new model of them gets them now: named roles an ensemble, ranges to be fitted
+        (a model from before ensembles and ranges, fine-tuned, learns them)."""
+        return PartTable(self.roles, self.named_only, ensemble=self.named_only)
 
     def role_of(self, part: Part, strict: bool = True) -> int | None:
         """The role a part plays: by name, else by program; None when `strict` and the table keeps
@@ -122,7 +153,7 @@ class PartTable:
             pitches = [n.pitch for piece, i in parts for n in piece.notes if n.part == i]
             roles.append(Part(name.strip(), programs.most_common(1)[0][0] if programs else 0))
             mean[roles[-1]] = sum(pitches) / max(1, len(pitches))
-        return cls(sorted(roles, key=lambda r: mean[r]), named_only=True)
+        return cls(sorted(roles, key=lambda r: mean[r]), named_only=True, ensemble=True)
 
     @classmethod
     def fit(cls, pieces) -> PartTable:
