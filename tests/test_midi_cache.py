@@ -57,7 +57,10 @@ def test_settings_are_part_of_the_key(tmp_path, files, capsys):
     assert read_pieces_cached(files, steps_per_quarter=4, cache_dir=tmp_path / "cache")[0] == want
 
 
-def test_a_changed_file_is_parsed_again_even_with_the_same_size_and_mtime(tmp_path, files, capsys):
+@pytest.mark.parametrize("hash_apart", [False, True])  # hashed here, or in a process beside the notes being made
+def test_a_changed_file_is_parsed_again_even_with_the_same_size_and_mtime(tmp_path, files, capsys, monkeypatch,
+                                                                           hash_apart):
+    monkeypatch.setattr(midi_cache, "HASH_APART_FROM", 0 if hash_apart else 10**9)
     read_pieces_cached(files, cache_dir=tmp_path / "cache")
     victim, other = files[3], files[4]
     st = victim.stat()
@@ -70,7 +73,9 @@ def test_a_changed_file_is_parsed_again_even_with_the_same_size_and_mtime(tmp_pa
     assert read_pieces_cached(files, cache_dir=tmp_path / "cache") == want
 
 
-def test_an_unchanged_folder_is_not_parsed_again(tmp_path, files, monkeypatch):
+@pytest.mark.parametrize("hash_apart", [False, True])
+def test_an_unchanged_folder_is_not_parsed_again(tmp_path, files, monkeypatch, hash_apart):
+    monkeypatch.setattr(midi_cache, "HASH_APART_FROM", 0 if hash_apart else 10**9)
     first = read_pieces_cached(files, cache_dir=tmp_path / "cache")
     monkeypatch.setattr(midi_cache, "parse_files", lambda *a, **k: pytest.fail("parsed a valid entry again"))
     assert read_pieces_cached(files, cache_dir=tmp_path / "cache") == first
