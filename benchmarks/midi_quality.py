@@ -7,7 +7,7 @@ as many pieces drawn at random from the corpus. For a model with parts it also c
 parts: all of the model's parts present, their mean pitches in the corpus's order, each part's range
 inside that part's range in the corpus.
 
-    python benchmarks/midi_quality.py [CHECKPOINT] [--corpus corpora/bach-chorales] [-b 32] [-n 2000] [-t 0.8]
+    python benchmarks/midi_quality.py [CHECKPOINT] [--corpus corpora/bach-chorales] [-b 32] [-n 2000] [-t 0.7]
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--corpus", default=str(ROOT / "corpora" / "bach-chorales"))
     parser.add_argument("-b", "--num-samples", type=int, default=32)
     parser.add_argument("-n", "--length", type=int, default=2000, help="events per sample at most (as rnngen sample)")
-    parser.add_argument("-t", "--temperature", type=float, default=0.6, help="rnngen sample's default for MIDI")
+    parser.add_argument("-t", "--temperature", type=float, default=0.7, help="rnngen sample's default for MIDI")
     parser.add_argument("--top-p", type=float, default=None)
     parser.add_argument("-s", "--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")

@@ -130,7 +130,7 @@ def sample(
     checkpoint: Annotated[str, typer.Argument(help="A checkpoint path or a shipped model name.")] = "shakespeare",
     length: Annotated[Optional[int], typer.Option("--length", "-n", callback=at_least_one, help="Tokens to generate (characters or MIDI events), not counting the prime; a MIDI sample also ends where the model ends its piece. (default: 500 characters, 2000 events)", show_default=False)] = None,
     num_samples: Annotated[int, typer.Option("--num-samples", "-b", callback=at_least_one, help="Samples generated together in one batch.")] = 1,
-    temperature: Annotated[Optional[float], typer.Option("--temperature", "-t", callback=non_negative, help="Sampling temperature; 0 is greedy. (default: 0.8 for text, 0.6 for MIDI)", show_default=False)] = None,
+    temperature: Annotated[Optional[float], typer.Option("--temperature", "-t", callback=non_negative, help="Sampling temperature; 0 is greedy. (default: 0.8 for text, 0.7 for MIDI)", show_default=False)] = None,
     top_k: Annotated[Optional[int], typer.Option(callback=at_least_one, help="Sample only among the k likeliest tokens.", show_default=False)] = None,
     top_p: Annotated[Optional[float], typer.Option(callback=_check(lambda v: 0 < v <= 1, "in (0, 1]"), help="Sample only among the likeliest tokens covering this probability (nucleus).", show_default=False)] = None,
     seed: SeedOpt = None,

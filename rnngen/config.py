@@ -108,7 +108,7 @@ class SampleConfig:
     checkpoint: str = "shakespeare"
     length: int | None = None  # None: the kind's default
     num_samples: int = 1
-    temperature: float | None = None  # None: the kind's default (text 0.8, MIDI 0.6)
+    temperature: float | None = None  # None: the kind's default (text 0.8, MIDI 0.7)
     top_k: int | None = None
     top_p: float | None = None
     seed: int | None = None  # None: a fresh one, printed nowhere, different every run
