@@ -76,13 +76,24 @@ def content_digest(files: Sequence[Path], workers: int = 2, block: int = HASH_BL
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         digests = list(pool.map(hash_block, jobs))
-    total = hashlib.sha256()
-    last = -1
+    per_file: list[list[bytes]] = [[] for _ in files]
     for (i, _, _), d in zip(jobs, digests):
-        if i != last:  # a file boundary: blocks of different files never run together
-            total.update(b"\x00file" + i.to_bytes(8, "little"))
-            last = i
-        total.update(d)
+        per_file[i].append(d)
+    return combine_digests(per_file)
+
+
+def block_digests(data: bytes, block: int = HASH_BLOCK) -> list[bytes]:
+    """One file's part of `content_digest`, from bytes already read: the SHA-256 of each block."""
+    return [hashlib.sha256(data[off : off + block]).digest() for off in range(0, max(len(data), 1), block)]
+
+
+def combine_digests(per_file: Sequence[Sequence[bytes]]) -> str:
+    """`content_digest` from each file's block digests, in file order."""
+    total = hashlib.sha256()
+    for i, digests in enumerate(per_file):
+        total.update(b"\x00file" + i.to_bytes(8, "little"))  # a file boundary: blocks of different files never run together
+        for d in digests:
+            total.update(d)
     return total.hexdigest()
 
 
