@@ -91,7 +91,8 @@ def combine_digests(per_file: Sequence[Sequence[bytes]]) -> str:
     """`content_digest` from each file's block digests, in file order."""
     total = hashlib.sha256()
     for i, digests in enumerate(per_file):
-        total.update(b"\x00file" + i.to_bytes(8, "little"))  # a file boundary: blocks of different files never run together
+        # A file boundary: blocks of different files never run together.
+        total.update(b"\x00file" + i.to_bytes(8, "little"))
         for d in digests:
             total.update(d)
     return total.hexdigest()

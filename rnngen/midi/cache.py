@@ -191,7 +191,7 @@ def _entry_key(files: Sequence[Path | str], steps_per_quarter: int, drums: bool,
 def _load_entry(path: Path, stats: list[list[int]], files: Sequence[Path], then: Callable[[dict], T]) -> tuple | None:
     """(the cached entry, `then` of it) when its stats and content digest match the files now, else None.
     With many files `then` runs while another process hashes them, on another core (at 10,000 files,
-    1.9 s of hashing beside 3.5 s of making notes; a thread would wait for the interpreter throughout)."""
+    1.5-2 s of hashing beside a second of making notes; a thread would wait for the interpreter throughout)."""
     try:
         packed = torch.load(path, weights_only=True)
     except Exception:  # missing, truncated or not ours: parse again

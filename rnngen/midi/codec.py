@@ -24,9 +24,9 @@ note (so 16ths and 8th/16th triplets land on the grid; Magenta's performance/Per
   each part, which again fixes one spelling of every chord. Like VEL, `PART_k` is written only where
   it says something: where a note's part is not the one `RoleCursor` expects (the next part the
   piece has used, or of the ensemble, see there). So a one-part piece costs what it did before
-  parts, and a four-part chorale pays for its parts only where a voice rests. A note is `[PART] [VEL] PITCH DUR`. A codec
-  without a table (`--parts merge`, and every checkpoint from before parts) has exactly the ids and
-  behaviour of the single stream above.
+  parts, and a four-part chorale pays for its parts only where a voice rests. A note is
+  `[PART] [VEL] PITCH DUR`. A codec without a table (`--parts merge`, and every checkpoint from
+  before parts) has exactly the ids and behaviour of the single stream above.
 """
 
 from __future__ import annotations
