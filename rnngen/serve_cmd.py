@@ -98,8 +98,8 @@ def run(cfg: ServeConfig) -> int:
         _stop_loops(served)  # requests in flight are ended and answered
         server.wait_idle(5.0)
         server.server_close()
-        # The models' tensors are freed here, on the main thread: a daemon thread (an idle keep-alive
-        # connection's) that dropped the last reference during interpreter exit would abort the process.
+        # The models' tensors are freed here, on the main thread: a daemon thread (a keep-alive connection's)
+        # that dropped the last reference during interpreter exit would abort the process.
         server.models = {}
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -7,10 +7,12 @@ import io
 import random
 
 import mido
+import pytest
 import torch
 
 from rnngen import checkpoint
 from rnngen.codec import codec_from_dict
+from rnngen.errors import RnngenError
 from rnngen.midi import Grammar, MidiCodec, Note, midi_bytes, read_midi, sample_tokens, struck_again
 from rnngen.midi.corpus import parts_table
 from rnngen.midi.files import parts_midi_bytes
@@ -132,6 +134,9 @@ def test_samples_keep_every_part_inside_its_range():
     ranges = [(40, 50), (48, 60), (55, 67), (60, 72)]
     codec = MidiCodec(parts=PartTable(SATB, named_only=True, ensemble=True, ranges=ranges))
     assert MidiCodec.from_dict(codec.to_dict()).parts.ranges == ranges
+    for damaged in ([[40, 50]] * 3, [40, 50, 55, 60], [[50, 40]] * 4, [[40, 128]] * 4, [[40, "50"]] * 4):
+        with pytest.raises(RnngenError, match="ranges are damaged"):
+            MidiCodec.from_dict({**codec.to_dict(), "ranges": damaged})
     model = tiny_model(vocab=codec.vocab_size).eval()
     with torch.no_grad():  # part tokens often, and high notes: every rule at a range's edge is met
         model.head.bias[codec.part0:] = 2.0

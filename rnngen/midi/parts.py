@@ -86,10 +86,11 @@ class PartTable:
         if not 1 <= len(roles) <= MAX_PARTS:
             raise RnngenError(f"the checkpoint's MIDI parts are damaged ({len(roles)} roles)")
         self.roles, self.named_only, self.ensemble = list(roles), bool(named_only), bool(ensemble)
-        self.ranges = None if ranges is None else [tuple(r) for r in ranges]  # per role (lowest, highest pitch)
-        if self.ranges is not None and (len(self.ranges) != len(self.roles) or not all(
-                len(r) == 2 and all(isinstance(v, int) for v in r) and 0 <= r[0] <= r[1] <= 127 for r in self.ranges)):
+        pair = lambda r: (isinstance(r, (list, tuple)) and len(r) == 2  # noqa: E731
+                          and all(type(v) is int for v in r) and 0 <= r[0] <= r[1] <= 127)
+        if ranges is not None and (len(ranges) != len(self.roles) or not all(map(pair, ranges))):
             raise RnngenError(f"the checkpoint's MIDI part ranges are damaged ({ranges!r:.60})")
+        self.ranges = None if ranges is None else [tuple(r) for r in ranges]  # per role (lowest, highest pitch)
         self._by_name = {(name_key(r.name), r.drums): i for i, r in enumerate(self.roles) if r.name}
         self._by_program = {(r.program, r.drums): i for i, r in enumerate(self.roles) if not r.name}
 
