@@ -23,6 +23,7 @@ import torch
 from rnngen.errors import RnngenError
 
 HASH_BLOCK = 1 << 24  # the digest hashes 16 MiB blocks, two threads at once (hashlib drops the GIL)
+HASH_PIECE = 1 << 20  # and reads each block a MiB at a time
 STALE_TEMP_S = 3600  # temporary files untouched this long are leftovers of a killed build
 
 
@@ -66,11 +67,18 @@ def content_digest(files: Sequence[Path], workers: int = 2, block: int = HASH_BL
     jobs = [(i, f, off) for i, f in enumerate(files) for off in range(0, max(os.path.getsize(f), 1), block)]
 
     def hash_block(job: tuple[int, Path, int]) -> bytes:
+        # Read through a small buffer rather than as one 16 MiB string: with rnngen's malloc settings
+        # (cli.keep_freed_memory) each thread would keep such strings' memory after the hashing.
         _, path, off = job
+        digest, buffer = hashlib.sha256(), memoryview(bytearray(HASH_PIECE))
         try:
-            with open(path, "rb") as fh:
+            with open(path, "rb", buffering=0) as fh:
                 fh.seek(off)
-                return hashlib.sha256(fh.read(block)).digest()
+                left = block
+                while left > 0 and (n := fh.readinto(buffer[: min(left, HASH_PIECE)])):
+                    digest.update(buffer[:n])
+                    left -= n
+            return digest.digest()
         except OSError as e:
             raise RnngenError(f"cannot read {path}: {e.strerror or e}") from None
 

@@ -244,3 +244,17 @@ def test_the_default_cache_folder_follows_the_environment(monkeypatch, tmp_path)
     assert cache.default_cache_dir() == Path.home() / ".cache" / "rnngen"
     monkeypatch.setenv("RNNGEN_CACHE_DIR", str(tmp_path / "mine"))
     assert cache.default_cache_dir() == tmp_path / "mine"
+
+
+def test_the_digest_read_in_pieces_is_the_digest_of_the_blocks_bytes(tmp_path, monkeypatch):
+    # Pieces that do not divide the block, files shorter than a piece, empty, and ending mid-block.
+    monkeypatch.setattr(cache, "HASH_PIECE", 64)
+    files = []
+    for i, size in enumerate([0, 1, 63, 999, 1000, 2501]):
+        f = tmp_path / f"f{i}"
+        f.write_bytes(os.urandom(size))
+        files.append(f)
+    expected = cache.combine_digests([cache.block_digests(f.read_bytes(), 1000) for f in files])
+    assert cache.content_digest(files, block=1000) == expected
+    files[3].write_bytes(files[3].read_bytes()[:-1] + b"?")
+    assert cache.content_digest(files, block=1000) != expected
