@@ -84,7 +84,7 @@ def mapped_resident_kb(path) -> int:
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux's /proc/self/smaps to see resident pages")
 def test_training_windows_bring_only_the_pages_they_read_into_memory(tmp_path):
-    # 16 MB of text, read once in order (as building the cache does) so the kernel holds it in large blocks.
+    # A 16 MB token file, all of it in the page cache, where the kernel keeps a file read in order in large blocks.
     from rnngen.corpus_cache import open_text_corpus
     from rnngen.data import Streams, val_sample
 
@@ -103,5 +103,5 @@ def test_training_windows_bring_only_the_pages_they_read_into_memory(tmp_path):
         x, y, _ = next(windows)
         x.long(), y.long()
     # 64 streams and 64 validation stretches, a page or two each; a mapping that brought in the
-    # blocks around each one held megabytes here (tens of MB for 64 streams).
+    # block around each one held 15 MB here.
     assert mapped_resident_kb(token_file) < 2048
