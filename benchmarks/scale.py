@@ -277,7 +277,7 @@ from rnngen.data import expand_sources
 from rnngen.midi.corpus import load_midi_corpus
 files = expand_sources([sys.argv[1]])
 t0 = time.perf_counter()
-codec, train, val, names = load_midi_corpus(files, 0.1, 1337, cache_dir=sys.argv[2])
+codec, train, val, names, *_ = load_midi_corpus(files, 0.1, 1337, cache_dir=sys.argv[2])
 report(seconds=time.perf_counter() - t0, tokens=len(train) + len(val))
 """
     return child(code, folder, cache)

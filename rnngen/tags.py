@@ -99,8 +99,9 @@ def load_tagged(kind, sources: Sources, options, cfg, codec, known: tuple[str, .
     tags = Tags(names, tag_of_each(counts), tag_of_each([len(p.val_ids) for p in parts]), counts)
     train = torch.cat([p.train_ids for p in parts])
     val = torch.cat([p.val_ids for p in parts])
-    recorded = tagged_names({tag: p.names for tag, p in zip(names, parts)})
-    return parts[0]._replace(codec=codec, train_ids=train, val_ids=val, names=recorded, tags=tags)
+    return parts[0]._replace(codec=codec, train_ids=train, val_ids=val, tags=tags,
+                             names=tagged_names({tag: p.names for tag, p in zip(names, parts)}),
+                             read=tagged_names({tag: p.recorded() for tag, p in zip(names, parts)}))
 
 
 def _known(tokens: list[int] | None, names) -> bool:

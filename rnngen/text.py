@@ -22,8 +22,13 @@ class Corpus(NamedTuple):
     codec: object
     train_ids: torch.Tensor  # (N,) compact ids
     val_ids: torch.Tensor  # (M,)
-    names: list[str]  # the sources read, as the checkpoint records them
+    names: list[str]  # the sources trained on or held out
     tags: object = None  # tags.Tags for TAG=PATH sources (each token's tag); None: untagged
+    read: list[str] | None = None  # what a checkpoint records to read the same corpus again; None: `names`
+    # (MIDI: every file read, since the held-out files are drawn among all of them)
+
+    def recorded(self) -> list[str]:
+        return self.names if self.read is None else self.read
 
 
 class Sampling(NamedTuple):

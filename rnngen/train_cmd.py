@@ -62,7 +62,7 @@ def _run(options: TrainOptions, world: distributed.World) -> int:
     if len(corpus.val_ids) < 2:
         raise RnngenError("the validation split is empty: the corpus is too short for --val-frac; add data")
     if resumed is None:
-        settings.train.sources = [str(n) for n in corpus.names]
+        settings.train.sources = [str(n) for n in corpus.recorded()]
     model = _model(settings, corpus, resumed or base)
 
     reporter = Reporter(unit=corpus.codec.unit, quiet=options.quiet or not world.main,

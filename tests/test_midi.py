@@ -203,14 +203,14 @@ def test_codec_settings_travel_as_plain_data():
 
 def test_corpus_holds_out_whole_files_and_transposes_training_only(folder):
     files = sorted(folder.iterdir())
-    codec, train, val, names = load_midi_corpus(files, val_frac=0.2, seed=1)
+    codec, train, val, names, *_ = load_midi_corpus(files, val_frac=0.2, seed=1)
     assert train.dtype == torch.uint8 and train.dim() == 1 and len(names) == 5
     assert (val == codec.bos).sum() == 1 and (val == codec.eos).sum() == 1  # one whole piece
     assert val[0] == codec.bos and val[-1] == codec.eos
     assert (train == codec.bos).sum() == 4
     pieces = {tuple(codec.encode(read_midi(f).notes)) for f in files}
     assert tuple(val.tolist()) in pieces
-    _, train2, val2, _ = load_midi_corpus(files, val_frac=0.2, seed=1, transpose=2)
+    _, train2, val2, *_ = load_midi_corpus(files, val_frac=0.2, seed=1, transpose=2)
     assert torch.equal(val2, val)
     assert (train2 == codec.bos).sum() == 4 * 5  # each piece at -2..+2 semitones
 
@@ -218,7 +218,7 @@ def test_corpus_holds_out_whole_files_and_transposes_training_only(folder):
 def test_corpus_skips_bad_files_and_fails_when_none_are_left(tmp_path, folder, capsys):
     (folder / "empty.mid").write_bytes(b"")
     (folder / "README.txt").write_text("not music")
-    _, _, _, names = load_midi_corpus(sorted(folder.iterdir()), val_frac=0.2, seed=1)
+    names = load_midi_corpus(sorted(folder.iterdir()), val_frac=0.2, seed=1).names
     err = capsys.readouterr().err.splitlines()
     assert len(names) == 5 and len(err) == 2
     assert any("empty.mid" in line and "empty" in line for line in err)

@@ -26,9 +26,10 @@ class MidiKind:
 
     def load_corpus(self, sources: list[str], files: list, options: TrainOptions, cfg: TrainConfig,
                     codec: MidiCodec | None) -> Corpus:
-        return Corpus(*load_midi_corpus(files, val_frac=cfg.val_frac, seed=cfg.seed, codec=codec,
-                                        drums=options.drums, transpose=cfg.transpose, parts=options.parts,
-                                        grow=options.init_from is not None, cache_dir=options.cache_dir))
+        c = load_midi_corpus(files, val_frac=cfg.val_frac, seed=cfg.seed, codec=codec, drums=options.drums,
+                             transpose=cfg.transpose, parts=options.parts, grow=options.init_from is not None,
+                             cache_dir=options.cache_dir)
+        return Corpus(c.codec, c.train_ids, c.val_ids, c.names, read=c.read)
 
     def load_eval(self, files: list[str], codec: MidiCodec) -> torch.Tensor:
         return load_midi_ids(files, codec)
