@@ -100,8 +100,8 @@ def load_midi_corpus(files: Sequence[Path | str], val_frac: float, seed: int, co
                      drums: bool | None = None, transpose: int = 0, parts: str | None = None, grow: bool = False,
                      cache_dir: Path | str | None = None) -> MidiCorpus:
     """The codec, the training and validation ids and the files behind them. Validation holds out
-    whole pieces, a seeded choice of about `val_frac` of the files read; `transpose` adds copies of each training piece moved by up to that
-    many semitones either way (validation stays as written)."""
+    whole pieces, a seeded choice of about `val_frac` of the files read; `transpose` adds copies of
+    each training piece moved by up to that many semitones either way (validation stays as written)."""
     base = codec
     codec = _codec_for(codec, drums, parts, grow)
     merged = codec.parts is None if codec is not None else (parts or "").strip() == "merge"
