@@ -68,6 +68,7 @@ class TrainConfig:
     transpose: int = setting(0)  # MIDI: training pieces also moved by up to this many semitones each way
     seed: int = setting(1337)
     sources: list[str] = setting(factory=list)
+    start_folder: str | None = setting()  # where the run started: its relative sources are read from there
 
 
 @dataclass

@@ -34,12 +34,19 @@ class Sources(NamedTuple):
             out.setdefault(tag, []).append(path)
         return out
 
+    def under(self, folder: Path | None) -> Sources:
+        """The paths read from `folder` where they are relative; None: from here, as written."""
+        if folder is None:
+            return self
+        return self._replace(paths=[p if p == "-" else str(_at(folder, p)) for p in self.paths])
 
-def parse_sources(sources: list[str]) -> Sources:
-    """Split `TAG=PATH` sources; see the module's docstring for the rules."""
+
+def parse_sources(sources: list[str], folder: Path | None = None) -> Sources:
+    """Split `TAG=PATH` sources; see the module's docstring for the rules. Relative paths are looked
+    for in `folder` (None: here) but kept as written (`Sources.under` reads them from there)."""
     paths, tags = [], []
     for src in sources:
-        tag, path = _split(src)
+        tag, path = _split(src, folder)
         paths.append(path)
         tags.append(tag)
     named = [t is not None for t in tags]
@@ -50,8 +57,13 @@ def parse_sources(sources: list[str]) -> Sources:
     return Sources(paths, tags if any(named) else None)
 
 
-def _split(src: str) -> tuple[str | None, str]:
-    if src == "-" or "=" not in src or Path(src).expanduser().exists():
+def _at(folder: Path | None, path: str) -> Path:
+    """Where a path as written is: relative ones in `folder` (None: here)."""
+    return Path(path).expanduser() if folder is None else folder / Path(path).expanduser()
+
+
+def _split(src: str, folder: Path | None = None) -> tuple[str | None, str]:
+    if src == "-" or "=" not in src or _at(folder, src).exists():
         return None, src
     tag, path = src.split("=", 1)
     if not tag:
@@ -60,8 +72,8 @@ def _split(src: str) -> tuple[str | None, str]:
         raise UsageError(f"{src}: a tag is letters, digits and _ . + - (no spaces), not {tag!r}")
     if not path:
         raise UsageError(f"{src}: no path after '='; write {tag}=PATH")
-    if path != "-" and not Path(path).expanduser().exists():
-        raise RnngenError(f"no such file or folder: {path} (tagged {tag})")
+    if path != "-" and not _at(folder, path).exists():
+        raise RnngenError(f"no such file or folder: {_at(folder, path)} (tagged {tag})")
     return tag, path
 
 

@@ -8,7 +8,9 @@ writes the metrics log and saves checkpoints (see rnngen/distributed.py and rnng
 from __future__ import annotations
 
 import math
+import os
 import signal
+import sys
 from pathlib import Path
 
 import torch
@@ -47,8 +49,7 @@ def _run(options: TrainOptions, world: distributed.World) -> int:
     base = checkpoint.load(options.init_from) if options.init_from else None
     settings = plan(options.settings, resumed, base)
     dtype = _precision(options.precision, resumed, world.device)
-    sources = options.sources or settings.train.sources
-    given = parse_sources(sources)
+    given, folder = _sources(options, settings.train, say=world.main and not options.quiet)
     if world.size > 1:
         distributed.check_sources(given.paths)
     world.rows(settings.train.batch_size)  # the batch must split evenly among the processes
@@ -61,8 +62,9 @@ def _run(options: TrainOptions, world: distributed.World) -> int:
     corpus = _corpus(kind, given, files, options, settings.train, given_codec, resumed, base)
     if len(corpus.val_ids) < 2:
         raise RnngenError("the validation split is empty: the corpus is too short for --val-frac; add data")
-    if resumed is None:
+    if resumed is None or options.sources:  # read as given here: recorded so that --resume reads them again
         settings.train.sources = [str(n) for n in corpus.recorded()]
+    settings.train.start_folder = str(folder)
     model = _model(settings, corpus, resumed or base)
 
     reporter = Reporter(unit=corpus.codec.unit, quiet=options.quiet or not world.main,
@@ -105,6 +107,29 @@ def _load_resumable(resume: str | None) -> dict | None:
     if "resume" not in ckpt:
         raise RnngenError(f"{resume} has no training state to resume (use the .last.pt file beside it)")
     return ckpt
+
+
+def _sources(options: TrainOptions, cfg: TrainConfig, say: bool) -> tuple[Sources, Path]:
+    """The sources given, else those of the run resumed, as it recorded them: an absolute path as it
+    is, a relative one from the folder the run started in (older checkpoints: from here); and that folder."""
+    here = Path(os.getcwd())
+    if options.sources or not options.resume:
+        return parse_sources(options.sources), here
+    folder = Path(cfg.start_folder) if cfg.start_folder else here
+    away = folder if folder != here else None  # None: the paths as written, read from here
+    try:
+        written = parse_sources(cfg.sources, away)
+        given = written.under(away)
+        missing = next((p for p in given.paths if p != "-" and not Path(p).expanduser().exists()), None)
+        if missing is not None:
+            raise RnngenError(f"no such file or folder: {missing}")
+    except RnngenError as e:
+        started = f" (it started in {folder})" if cfg.start_folder else ""
+        raise type(e)(f"{e}, a source of the run resumed{started}; if the data has moved, give its sources "
+                      f"again: rnngen train SOURCE... --resume {options.resume}") from None
+    if say and away and any(p != "-" and not Path(p).expanduser().is_absolute() for p in written.paths):
+        print(f"reading the run's relative sources from {folder}, where it started", file=sys.stderr)
+    return given, folder
 
 
 def _precision(name: str, resumed: dict | None, device: torch.device) -> torch.dtype | None:

@@ -11,7 +11,7 @@ import pytest
 from rnngen import checkpoint
 from rnngen.midi import kind as midi_kind
 from tests.conftest import TINY
-from tests.test_midi import invoke, melody, note, write
+from tests.test_midi import assert_one_line_error, invoke, melody, write
 from tests.test_parts import quartet, voice
 
 SATB = "Soprano,Alto,Tenor,Bass"
@@ -103,3 +103,60 @@ def test_a_resumed_tagged_midi_run_holds_out_the_same_files(tmp_path, corpora):
     assert header(first.stderr) == header(resumed.stderr)
     saved = checkpoint.load(tmp_path / "t.last.pt")["train"]["config"]["sources"]
     assert saved == [f"{tag}={name}" for tag, c in zip("xy", corpora[1:3]) for name in c.read]
+
+
+# --------------------------------------------------------------------------------------------------
+# sources found from any folder
+
+
+@pytest.mark.parametrize("source", ["chorales", "satb=chorales"])
+def test_a_run_resumes_from_another_folder(tmp_path, chorales, monkeypatch, source):
+    monkeypatch.chdir(tmp_path)
+    first = invoke("train", source, *TINY, "--max-steps", 2, "--parts", SATB, "--out", "m.pt")
+    assert first.exit_code == 0, first.stderr
+    config = checkpoint.load(tmp_path / "m.last.pt")["train"]["config"]
+    assert config["start_folder"] == str(tmp_path)
+    assert source.replace("chorales", "chorales/c0.mid") in config["sources"]  # as given: relative
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    resumed = invoke("train", "--resume", tmp_path / "m.last.pt", "--max-steps", 3)
+    assert resumed.exit_code == 0, resumed.stderr
+    note = [line for line in resumed.stderr.splitlines() if "relative sources" in line]
+    assert note == [f"reading the run's relative sources from {tmp_path}, where it started"]
+    assert header(resumed.stderr) == header(first.stderr)
+    assert checkpoint.load(tmp_path / "m.last.pt")["train"]["config"]["sources"] == config["sources"]
+
+
+def test_a_missing_source_names_its_path_and_the_way_to_give_it(tmp_path, chorales, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert invoke("train", "chorales", *TINY, "--max-steps", 2, "--out", "m.pt").exit_code == 0
+    (tmp_path / "moved").mkdir()
+    chorales.rename(tmp_path / "moved" / "chorales")
+    monkeypatch.chdir(tmp_path / "moved")
+    last = tmp_path / "m.last.pt"
+    lost = invoke("train", "--resume", last, "--max-steps", 3)
+    missing = tmp_path / checkpoint.load(last)["train"]["config"]["sources"][0]  # the first file the run read
+    assert_one_line_error(lost, f"no such file or folder: {missing}, a source of the run resumed (it started in "
+                                f"{tmp_path}); if the data has moved, give its sources again: "
+                                f"rnngen train SOURCE... --resume {last}")
+    again = invoke("train", "chorales", "--resume", last, "--max-steps", 3)  # from here, where it is now
+    assert again.exit_code == 0, again.stderr
+    config = checkpoint.load(last)["train"]["config"]
+    assert config["start_folder"] == str(tmp_path / "moved")  # what was given is what a next resume reads
+    assert invoke("train", "--resume", last, "--max-steps", 4).exit_code == 0
+
+
+def test_a_checkpoint_without_its_start_folder_reads_from_here(tmp_path, corpus, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert invoke("train", corpus.name, *TINY, "--max-steps", 2, "--out", "t.pt").exit_code == 0
+    old = checkpoint.load(tmp_path / "t.last.pt")
+    del old["train"]["config"]["start_folder"]  # as a checkpoint from before it was recorded
+    checkpoint.save(old, tmp_path / "old.last.pt")
+    assert invoke("train", "--resume", "old.last.pt", "--max-steps", 3, "-q").exit_code == 0  # from here, as ever
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    checkpoint.save(old, tmp_path / "old.last.pt")
+    lost = invoke("train", "--resume", tmp_path / "old.last.pt", "--max-steps", 3)
+    assert_one_line_error(lost, f"no such file or folder: {corpus.name}, a source of the run resumed; if the data")
