@@ -2,7 +2,8 @@
 through a `checkpoint.Saver` it is given, which knows what else goes into a checkpoint.
 
 AdamW, gradient clipping, linear warm-up then cosine decay to the end of the run (the end being
-whichever of --max-steps, --max-time or --epochs comes first), stateful truncated BPTT, periodic
+whichever of --max-steps, --max-time or --epochs comes first; a run resumed with new limits carries
+its decay on from where it was, see `train_parts.Schedule`), stateful truncated BPTT, periodic
 validation, the best checkpoint by validation loss and a resumable last-state checkpoint.
 
 Under torchrun (`world` given) the same loop trains data-parallel: `--batch-size` is the total over
@@ -33,7 +34,7 @@ from rnngen.data import Streams, eval_windows, row_windows, val_sample
 from rnngen.distributed import OneProcess, World
 from rnngen.errors import RnngenError
 from rnngen.model import RNNModel
-from rnngen.train_parts import Clock, EvalTimer, Event, Signals, WeightAverage, progress
+from rnngen.train_parts import Clock, EvalTimer, Event, Schedule, Signals, WeightAverage, progress
 from rnngen.train_state import capture, info, restore
 
 
@@ -136,7 +137,8 @@ def make_optimizer(model: RNNModel, cfg: TrainConfig) -> torch.optim.AdamW:
 
 def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
     """Linear warm-up (over `warmup_steps` or the first 5% of the run, whichever ends first),
-    then cosine decay to `min_lr_frac` of the peak at the end of the run."""
+    then cosine decay to `min_lr_frac` of the peak at the end of the run. `progress`: how far the
+    schedule has gone (`Schedule.position`: the run's progress, unless it was resumed with new limits)."""
     warm = min(1.0, max((step + 1) / max(1, cfg.warmup_steps), progress / 0.05))
     cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return cfg.lr * warm * (cfg.min_lr_frac + (1.0 - cfg.min_lr_frac) * cosine)
@@ -168,6 +170,7 @@ class Trainer:
         self.best_val = self.last_val = math.inf
         self.state = model.init_state(cfg.batch_size // self.world.size, device)
         self.clock, self.signals = Clock(), Signals()
+        self.schedule = Schedule.of(cfg)
         self.stop_signal: int | None = None  # a signal any rank received, as agreed at the last step
         self.history: list[Event] = []
         self.val_history: list[list[float]] = []  # [step, loss] of every evaluation, across resumes
@@ -184,6 +187,18 @@ class Trainer:
 
     def progress(self) -> float:
         return progress(self.cfg, self.step, self.clock.now, self.epoch_position())
+
+    def learning_rate(self) -> float:
+        """The rate of the next step."""
+        return learning_rate(self.cfg, self.step, self.schedule.position(self.progress()))
+
+    def resuming(self) -> str:
+        """What a resumed run does with its learning rate (new limits stretch or shorten the rest of the decay)."""
+        lr, end = self.learning_rate(), self.cfg.lr * self.cfg.min_lr_frac
+        if self.schedule.position(self.progress()) >= 1.0:
+            return f"resuming at step {self.step}, lr {lr:.1e}: its decay has ended, and the run goes on at that rate"
+        new = " over the new budget" if self.schedule.renewed else ""
+        return f"resuming at step {self.step}, lr {lr:.1e}, decaying to {end:.1e}{new}"
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -227,7 +242,7 @@ class Trainer:
     def _step(self, x: torch.Tensor, y: torch.Tensor, tags: torch.Tensor | None) -> Event:
         """One optimisation step on this rank's windows x, y (B/N, T) (and the tags of x)."""
         t0 = time.monotonic()
-        lr = learning_rate(self.cfg, self.step, self.progress())
+        lr = self.learning_rate()
         for group in self.opt.param_groups:
             group["lr"] = lr
         with autocast(self.device, self.dtype):

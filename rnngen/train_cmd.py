@@ -76,6 +76,8 @@ def _run(options: TrainOptions, world: distributed.World) -> int:
                       checkpoint.Saver(out, corpus.codec, meta), report=reporter,
                       resume=resumed["resume"] if resumed else None, world=world,
                       train_tags=tags.train if tags else None, val_tags=tags.val if tags else None)
+    if resumed is not None:
+        reporter.say(trainer.resuming())
     try:
         with reporter:
             outcome = trainer.run()

@@ -7,11 +7,11 @@ import math
 import signal
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from rnngen.config import TrainConfig
+from rnngen.config import LIMITS, TrainConfig
 
 
 @dataclass
@@ -56,6 +56,44 @@ def progress(cfg: TrainConfig, step: int, seconds: float, epochs: float) -> floa
     if cfg.epochs:
         parts.append(epochs / cfg.epochs)
     return min(1.0, max(parts))
+
+
+@dataclass
+class Schedule:
+    """How far the learning rate's decay has gone, as the run progresses: from `start[1]` at progress
+    `start[0]` to its end when the run ends. A new run starts at (0, 0): the decay follows progress.
+    A run resumed with other limits starts where its decay was, so that the rate never jumps back
+    up, and the rest of the decay is spread over what is left of the new budget."""
+
+    limits: dict  # max_steps, max_time and epochs, against which progress is measured
+    start: tuple[float, float] = (0.0, 0.0)
+    renewed: bool = False  # resumed with other limits than the run had
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> Schedule:
+        return cls({k: getattr(cfg, k) for k in LIMITS})
+
+    def position(self, progress_now: float) -> float:
+        begun, done = self.start
+        if begun >= 1.0:
+            return 1.0
+        return done + (1.0 - done) * max(0.0, progress_now - begun) / (1.0 - begun)
+
+    def to_dict(self) -> dict:
+        return {"limits": dict(self.limits), "start": list(self.start)}
+
+    @classmethod
+    def resumed(cls, saved: dict | None, cfg: TrainConfig, step: int, seconds: float, epochs: float) -> Schedule:
+        """The schedule of a run resumed at this point under `cfg`'s limits; the same limits keep the
+        very same schedule (a checkpoint without one: the decay follows the progress, as it used to)."""
+        now = cls.of(cfg)
+        if saved is None:
+            return now
+        before = cls(dict(saved["limits"]), tuple(saved["start"]))
+        if before.limits == now.limits:
+            return before
+        done = before.position(progress(replace(cfg, **before.limits), step, seconds, epochs))
+        return cls(now.limits, (progress(cfg, step, seconds, epochs), done), renewed=True)
 
 
 class EvalTimer:

@@ -10,6 +10,7 @@ import torch
 from rnngen import __version__
 from rnngen.device import precision_name
 from rnngen.errors import RnngenError
+from rnngen.train_parts import Schedule
 
 
 def info(trainer) -> dict:
@@ -36,7 +37,7 @@ def capture(trainer) -> dict:
         "hidden": [torch.cat(world.gather(s), dim=1) for s in t.state],
         "rng_cpu": torch.get_rng_state(), "rng_cuda": rng_cuda,
         "processes": world.size, "rng_cpu_ranks": world.gather(torch.get_rng_state()),
-        "val_history": [list(p) for p in t.val_history],
+        "val_history": [list(p) for p in t.val_history], "schedule": t.schedule.to_dict(),
     }
     if rng_cuda is not None:
         state["rng_cuda_ranks"] = world.gather(rng_cuda)
@@ -50,6 +51,7 @@ def restore(trainer, r: dict) -> None:
     try:
         t.step, t.epoch, t.window, t.tokens = r["step"], r["epoch"], r["window"], r["tokens"]
         t.clock.before = float(r["elapsed"])
+        t.schedule = Schedule.resumed(r.get("schedule"), t.cfg, t.step, t.clock.before, t.epoch_position())
         t.best_val, t.last_val = float(r["best_val"]), float(r["last_val"])
         t.opt.load_state_dict(r["optimizer"])
         t.val_history = [list(p) for p in r.get("val_history", [])]  # older checkpoints lack it

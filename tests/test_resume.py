@@ -3,6 +3,7 @@ folder, and a learning rate that carries on from where it was."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mido
@@ -10,7 +11,8 @@ import pytest
 
 from rnngen import checkpoint
 from rnngen.midi import kind as midi_kind
-from tests.conftest import TINY
+from rnngen.train import learning_rate
+from tests.conftest import TINY, tiny_config
 from tests.test_midi import assert_one_line_error, invoke, melody, write
 from tests.test_parts import quartet, voice
 
@@ -160,3 +162,35 @@ def test_a_checkpoint_without_its_start_folder_reads_from_here(tmp_path, corpus,
     checkpoint.save(old, tmp_path / "old.last.pt")
     lost = invoke("train", "--resume", tmp_path / "old.last.pt", "--max-steps", 3)
     assert_one_line_error(lost, f"no such file or folder: {corpus.name}, a source of the run resumed; if the data")
+
+
+# --------------------------------------------------------------------------------------------------
+# the learning rate
+
+
+def logged_rates(log: Path) -> list[float]:
+    return [json.loads(line)["lr"] for line in log.read_text().splitlines()]
+
+
+def test_a_finished_run_given_more_steps_goes_on_at_the_end_of_its_decay(tmp_path, corpus):
+    log, out = tmp_path / "log.jsonl", tmp_path / "t.pt"
+    first = invoke("train", corpus, *TINY, "--max-steps", 6, "--warmup", 1, "--lr", 0.01, "--log", log, "--out", out)
+    assert first.exit_code == 0, first.stderr
+    more = invoke("train", "--resume", tmp_path / "t.last.pt", "--max-steps", 12, "--log", log)
+    assert more.exit_code == 0, more.stderr
+    assert "resuming at step 6, lr 1.0e-03: its decay has ended, and the run goes on at that rate" in more.stderr
+    rates = logged_rates(log)  # a line a step, from both runs
+    assert len(rates) == 12 and rates[6] <= rates[5] and rates[6:] == pytest.approx([0.001] * 6)  # lr * 0.1
+
+
+def test_a_resume_with_the_same_limits_says_where_its_decay_is(tmp_path, corpus):
+    first = invoke("train", corpus, *TINY, "--max-steps", 4, "--warmup", 1, "--lr", 8e-3, "--out", tmp_path / "t.pt",
+                   "-q")
+    assert first.exit_code == 0, first.stderr
+    lost = checkpoint.load(tmp_path / "t.last.pt")
+    lost["resume"]["step"] = 2  # as if the run had stopped halfway
+    checkpoint.save(lost, tmp_path / "half.last.pt")
+    resumed = invoke("train", "--resume", tmp_path / "half.last.pt")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert f"resuming at step 2, lr {learning_rate(tiny_config(lr=8e-3, warmup_steps=1), 2, 0.5):.1e}, " \
+           f"decaying to 8.0e-04\n" in resumed.stderr

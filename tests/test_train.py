@@ -74,6 +74,33 @@ def test_resume_continues_exactly(tmp_path, ema, noise):
     assert outcome.best_val == pytest.approx(whole.best_val, abs=1e-6)
 
 
+def test_a_longer_budget_carries_the_decay_on_from_where_it_was(tmp_path):
+    cfg = tiny_config(max_steps=12, eval_every=4)
+    before: list[float] = []
+
+    def stop_at_8(event):
+        before.append(event.lr)
+        if event.step == 8:
+            trainer.signals.received = signal.SIGTERM
+
+    trainer = make_trainer(tmp_path, cfg, report=stop_at_8)
+    with pytest.raises(Interrupted):
+        trainer.run()
+    after: list[float] = []
+    longer = tiny_config(max_steps=30, eval_every=4)
+    resumed = make_trainer(tmp_path, longer, resume=checkpoint.load(tmp_path / "m.last.pt"),
+                           report=lambda e: after.append(e.lr))
+    assert resumed.resuming() == (f"resuming at step 8, lr {resumed.learning_rate():.1e}, decaying to "
+                                  f"{longer.lr * longer.min_lr_frac:.1e} over the new budget")
+    resumed.run()
+    assert after[0] <= before[-1]  # no jump up: the run had 4 of 12 steps left, now 22 of 30
+    # From where the first run would have gone next, down to the floor at the new end.
+    assert after[0] == pytest.approx(learning_rate(cfg, 8, 8 / 12))
+    assert all(b <= a for a, b in zip(after, after[1:]))
+    assert after[-1] == pytest.approx(learning_rate(longer, 29, 1 - (1 - 8 / 12) / 22))
+    assert after[-1] > cfg.lr * cfg.min_lr_frac
+
+
 def test_weight_average_is_what_gets_evaluated_and_saved(tmp_path):
     decay = 0.8
     trained: list[list[torch.Tensor]] = []

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rnngen.distributed import OneProcess
-from rnngen.train_parts import Clock, EvalTimer, Signals, WeightAverage, progress
+from rnngen.train_parts import Clock, EvalTimer, Schedule, Signals, WeightAverage, progress
 from tests.conftest import tiny_config
 
 
@@ -24,6 +24,21 @@ def test_clock_counts_the_time_before_a_resume():
     assert clock.elapsed() == 100.0 and clock.now == 100.0
     clock.begin()
     assert 100.0 <= clock.elapsed() < 110.0
+
+
+def test_schedule_follows_progress_and_carries_on_where_a_resumed_run_was():
+    cfg = tiny_config(max_steps=100)
+    new = Schedule.of(cfg)
+    assert [new.position(p) for p in (0.0, 0.3, 1.0)] == [0.0, 0.3, 1.0]
+    saved = new.to_dict()
+    assert Schedule.resumed(saved, cfg, 60, 9.0, 0.5) == new  # the same limits: the very same schedule
+    longer = Schedule.resumed(saved, tiny_config(max_steps=200), 60, 9.0, 0.5)
+    assert longer.renewed and longer.start == (0.3, 0.6)  # at 60 of 200 steps, where 60 of 100 had it
+    assert longer.position(0.3) == 0.6 and longer.position(0.65) == pytest.approx(0.8) and longer.position(1.0) == 1.0
+    # Resumed again with yet other limits, it goes on from where the stretched schedule was.
+    again = Schedule.resumed(longer.to_dict(), tiny_config(max_steps=300), 130, 20.0, 1.0)
+    assert again.start == (pytest.approx(130 / 300), pytest.approx(0.8)) and again.position(1.0) == 1.0
+    assert Schedule.resumed(None, tiny_config(max_steps=200), 60, 9.0, 0.5).position(0.3) == 0.3  # as it used to
 
 
 def test_eval_timer_every_n_steps_or_ten_times_within_five_percent():
