@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from rnngen import checkpoint, distributed
+from rnngen import checkpoint, distributed, train_state
 from rnngen.chart import chart_or_line
 from rnngen.config import ModelConfig, Plan, TrainConfig, TrainOptions, format_duration, plan
 from rnngen.data import VAL_CAP, detect_kind, expand_sources, writable_folder
@@ -108,6 +108,7 @@ def _load_resumable(resume: str | None) -> dict | None:
     ckpt = checkpoint.load(resume)
     if "resume" not in ckpt:
         raise RnngenError(f"{resume} has no training state to resume (use the .last.pt file beside it)")
+    train_state.upgrade(ckpt)
     return ckpt
 
 

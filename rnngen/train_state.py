@@ -8,6 +8,7 @@ from dataclasses import asdict
 import torch
 
 from rnngen import __version__
+from rnngen.config import LIMITS
 from rnngen.device import precision_name
 from rnngen.errors import RnngenError
 from rnngen.train_parts import Schedule
@@ -44,6 +45,15 @@ def capture(trainer) -> dict:
     if t.average.average is not None:  # the checkpoint's weights are the average; these are the ones being trained
         state["raw_weights"] = [p.detach().cpu().clone() for p in t.average.raw_weights()]
     return state
+
+
+def upgrade(ckpt: dict) -> None:
+    """A resume state saved before the schedule was gets the one its run had: the decay over the
+    limits in its settings, so that new limits carry it on rather than start it again."""
+    state, config = ckpt.get("resume"), (ckpt.get("train") or {}).get("config") or {}
+    limits = {k: config.get(k) for k in LIMITS}
+    if isinstance(state, dict) and "schedule" not in state and any(limits.values()):
+        state["schedule"] = {"limits": limits, "start": [0.0, 0.0]}
 
 
 def restore(trainer, r: dict) -> None:

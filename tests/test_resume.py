@@ -172,10 +172,15 @@ def logged_rates(log: Path) -> list[float]:
     return [json.loads(line)["lr"] for line in log.read_text().splitlines()]
 
 
-def test_a_finished_run_given_more_steps_goes_on_at_the_end_of_its_decay(tmp_path, corpus):
+@pytest.mark.parametrize("older", [False, True])
+def test_a_finished_run_given_more_steps_goes_on_at_the_end_of_its_decay(tmp_path, corpus, older):
     log, out = tmp_path / "log.jsonl", tmp_path / "t.pt"
     first = invoke("train", corpus, *TINY, "--max-steps", 6, "--warmup", 1, "--lr", 0.01, "--log", log, "--out", out)
     assert first.exit_code == 0, first.stderr
+    if older:  # a checkpoint from before the schedule was saved: its run's limits are in its settings
+        saved = checkpoint.load(tmp_path / "t.last.pt")
+        del saved["resume"]["schedule"]
+        checkpoint.save(saved, tmp_path / "t.last.pt")
     more = invoke("train", "--resume", tmp_path / "t.last.pt", "--max-steps", 12, "--log", log)
     assert more.exit_code == 0, more.stderr
     assert "resuming at step 6, lr 1.0e-03: its decay has ended, and the run goes on at that rate" in more.stderr
