@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from rnngen.midi import cache as midi_cache
 from rnngen.errors import RnngenError
@@ -95,3 +96,25 @@ def test_nothing_usable_fails_as_read_pieces_does(tmp_path, files, capsys):
     with pytest.raises(RnngenError) as got:
         read_pieces_cached(bad, cache_dir=tmp_path / "cache")
     assert str(got.value) == str(want.value)
+
+
+def test_names_are_the_files_as_given_this_time(tmp_path, files, monkeypatch):
+    monkeypatch.chdir(files[0].parent)
+    given = [Path(f.name) for f in files]
+    _, names = read_pieces_cached(given, cache_dir=tmp_path / "cache")
+    assert names[0] == files[0].name  # relative, as given
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(midi_cache, "parse_files", lambda *a, **k: pytest.fail("parsed a valid entry again"))
+    _, again = read_pieces_cached(files, cache_dir=tmp_path / "cache")  # the same files, from elsewhere
+    assert again == [str(f) for f in files if f.name in names] and len(again) == len(names)
+
+
+def test_an_entry_without_the_indices_of_its_files_is_read_again_when_some_were_skipped(tmp_path, files, monkeypatch):
+    first = read_pieces_cached(files, cache_dir=tmp_path / "cache")
+    [entry] = (tmp_path / "cache").rglob("*.pt")
+    old = torch.load(entry, weights_only=True)
+    del old["read"]  # as an entry from before they were kept
+    torch.save(old, entry)
+    parsed = []
+    monkeypatch.setattr(midi_cache, "parse_files", lambda *a, **k: parsed.append(1) or parse_files(*a, **k))
+    assert read_pieces_cached(files, cache_dir=tmp_path / "cache") == first and parsed == [1]

@@ -133,9 +133,10 @@ class _progress:
 
 def pack(parsed: Sequence[Parsed], files: Sequence[Path | str]) -> dict:
     """Parsed files as plain data: notes (total, 5) int32, offsets (pieces + 1,) int64, qpm
-    (pieces,) float64 with nan for none, each piece's parts, names, skipped lines (in file order)."""
-    blobs, qpms, names, skipped, piece_parts = [], [], [], [], []
-    for f, p in zip(files, parsed):
+    (pieces,) float64 with nan for none, each piece's parts, names and their indices among the files,
+    skipped lines (in file order)."""
+    blobs, qpms, names, read, skipped, piece_parts = [], [], [], [], [], []
+    for i, (f, p) in enumerate(zip(files, parsed)):
         if isinstance(p, str):
             skipped.append(p)
             continue
@@ -143,13 +144,14 @@ def pack(parsed: Sequence[Parsed], files: Sequence[Path | str]) -> dict:
         qpms.append(p[1])
         piece_parts.append(p[2])
         names.append(str(f))
+        read.append(i)
     counts = torch.tensor([len(b) // (4 * NOTE_FIELDS) for b in blobs], dtype=torch.int64)
     offsets = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
     data = bytearray(b"".join(blobs))
     notes = (torch.frombuffer(data, dtype=torch.int32).view(-1, NOTE_FIELDS) if data
              else torch.zeros(0, NOTE_FIELDS, dtype=torch.int32))
     return {"notes": notes.clone(), "offsets": offsets, "qpm": torch.tensor(qpms, dtype=torch.float64),
-            "parts": piece_parts, "names": names, "skipped": skipped}
+            "parts": piece_parts, "names": names, "read": read, "skipped": skipped}
 
 
 def unpack(packed: dict) -> list[Piece]:
@@ -198,6 +200,10 @@ def _load_entry(path: Path, stats: list[list[int]], files: Sequence[Path], then:
         return None
     if not isinstance(packed, dict) or packed.get("format") != FORMAT_VERSION or packed.get("stats") != stats:
         return None
+    if "read" not in packed:  # kept before the indices were: they are known only when no file was skipped
+        if packed.get("skipped"):
+            return None
+        packed["read"] = list(range(len(files)))
     if len(files) < HASH_APART_FROM:
         return (packed, then(packed)) if packed.get("digest") == content_digest(files) else None
     with ProcessPoolExecutor(1, mp_context=_context()) as hashing:
@@ -241,14 +247,15 @@ def read_pieces_cached(files: Sequence[Path | str], steps_per_quarter: int = STE
                        drums: bool = False, cache_dir: Path | str | None = None, workers: int | None = None,
                        progress: bool | None = None, parts: bool = False) -> tuple[list[Piece], list[str]]:
     """`midi.read_pieces` through the cache and over every core: the same (pieces, names), the
-    same lines on stderr for skipped files (in file order, after the bar), the same error."""
+    same lines on stderr for skipped files (in file order, after the bar), the same error. The names
+    are the files as given this time (an entry is found by the files' absolute paths)."""
     packed, pieces = load_packed(files, steps_per_quarter, drums, cache_dir, workers, progress, parts, then=unpack)
     for line in packed["skipped"]:
         print(line, file=sys.stderr)
     if not packed["names"]:
         shown = f"the {len(files)} files given" if len(files) != 1 else str(files[0])
         raise RnngenError(f"no usable MIDI files: none of {shown} could be read (see the lines above)")
-    return pieces, list(packed["names"])
+    return pieces, [str(files[i]) for i in packed["read"]]
 
 
 def iter_piece_notes(packed: dict) -> Iterator[torch.Tensor]:
