@@ -65,6 +65,7 @@ def train(
     seed: SeedOpt = None,
     log: Annotated[Optional[Path], typer.Option(help="Append metrics as JSON lines to this file.", show_default=False)] = None,
     quiet: QuietOpt = False,
+    dry_run: Annotated[bool, typer.Option("--plan", help="Print what would be trained (shape, settings, this machine's measured speed) and why, then stop.")] = False,
     nproc: Annotated[Optional[int], typer.Option(min=1, help="Train data-parallel in N processes on this machine (one per GPU with CUDA) by starting torchrun; --batch-size is the total over all of them. (default: 1)", show_default=False)] = None,
 ) -> None:
     """Train a model on text or MIDI files and save the best checkpoint by validation loss."""

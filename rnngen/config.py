@@ -91,6 +91,7 @@ class TrainOptions:
     log: Path | None = None
     quiet: bool = False
     nproc: int | None = None
+    dry_run: bool = False  # --plan: say what would be trained, and why, without training
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> TrainOptions:
@@ -134,33 +135,15 @@ def _names(cls) -> set[str]:
     return {f.name for f in fields(cls)}
 
 
-# Defaults chosen by the time budget, for every option the user leaves unset. A short run learns
-# most from a fast model that needs no regularisation: on tiny shakespeare in 73 s (2-core CPU, bf16)
-# one 512-wide layer at lr 8e-3 reached 1.443 nats/char, against 1.483 for 2 x 256 at lr 5e-3, 1.526
-# for 2 x 384 and 1.515 for 1 x 768 (benchmarks/RESULTS.md). A longer run can afford depth, longer
-# windows and dropout, and at 10 minutes it overfits (training loss 1.2 against 1.44 on validation):
-# dropout 0.35 at lr 3e-3 reached 1.440 against 1.462 for dropout 0.2 at 2e-3 (part of that is a
-# faster day), and over the same 1,500 steps evaluating a moving average of the weights (decay 0.995)
-# took it to 1.437; weight drop 0.3 with dropout 0.25 did no better (1.439). The average also helps at
-# 73 s: seven runs with it averaged 1.434, three without 1.440. With that, dropout and weight decay
-# alone stayed near 1.42 in ten minutes (lighter dropout learns faster, then overfits); dropping whole
-# input tokens (embed_dropout 0.1) is what kept the run improving to its end: 1.414 on its own, 1.405
-# with dropout 0.25 and weight decay 0.3, and 1.396 with those at lr 4e-3.
-BUDGET_TIERS: list[tuple[float, dict]] = [
-    (180.0, dict(layers=1, hidden=512, embed=64, dropout=0.0, weight_drop=0.0, embed_dropout=0.0, seq_len=64,
-                 batch_size=32, lr=8e-3, weight_decay=0.1, ema=0.995)),
-    (float("inf"), dict(layers=2, hidden=512, embed=64, dropout=0.25, weight_drop=0.0, embed_dropout=0.1,
-                        seq_len=128, batch_size=64, lr=4e-3, weight_decay=0.3, ema=0.995)),
-]
 DEFAULT_MAX_TIME = 600.0  # the stop when none of --max-steps, --max-time, --epochs is given
 
 
-def defaults_for_budget(seconds: float | None) -> dict:
-    """Model and optimisation defaults for a run of `seconds` (None: no time limit)."""
-    for limit, values in BUDGET_TIERS:
-        if seconds is not None and seconds <= limit:
-            return dict(values)
-    return dict(BUDGET_TIERS[-1][1])
+def limits(given: dict[str, Any]) -> dict[str, Any]:
+    """The run's stops as given, or the default time budget when none is."""
+    stops = {k: given.get(k) for k in LIMITS}
+    if not any(stops.values()):
+        stops["max_time"] = DEFAULT_MAX_TIME
+    return stops
 
 
 @dataclass
@@ -169,17 +152,15 @@ class Plan:
     train: TrainConfig
 
 
-def plan(given: dict[str, Any], resumed: dict | None = None, base: dict | None = None) -> Plan:
+def plan(given: dict[str, Any], resumed: dict | None = None, base: dict | None = None,
+         defaults: dict[str, Any] | None = None) -> Plan:
     """The settings of a run: a resumed run's own, changed only where its rules allow; else the
-    given ones over the budget's defaults (a fine-tuned model keeps the base's shape)."""
+    given ones over `defaults` (the planner's choice for this budget and corpus, rnngen/planner.py),
+    over the fields' own defaults. A fine-tuned model keeps the base's shape."""
     if resumed is not None:
         return Plan(_saved(ModelConfig, resumed.get("model"), "model"),
                     _resumed_train(resumed, given))
-    limits = {k: given.get(k) for k in LIMITS}
-    if not any(limits.values()):
-        limits["max_time"] = DEFAULT_MAX_TIME
-    budget = defaults_for_budget(limits["max_time"] if not (limits["max_steps"] or limits["epochs"]) else None)
-    chosen = {**budget, **given, **limits}
+    chosen = {**(defaults or {}), **given, **limits(given)}
     train = TrainConfig(**{k: v for k, v in chosen.items() if k in _names(TrainConfig)})
     if base is not None:
         model = _saved(ModelConfig, base.get("model"), "model")

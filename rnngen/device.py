@@ -47,12 +47,28 @@ def _mps_available() -> bool:
 
 @functools.cache
 def cpu_has_fast_bf16() -> bool:
-    """True where the CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX)."""
+    """True where the CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX) and torch will
+    use it. /proc/cpuinfo tells what the chip has; torch can be held below that (ATEN_CPU_CAPABILITY,
+    ONEDNN_MAX_CPU_ISA), so its own vector capability is asked and one tiny bf16 LSTM is run."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    if "avx512_bf16" not in flags and "amx_bf16" not in flags:
+        return False
+    return torch.backends.cpu.get_cpu_capability() == "AVX512" and cpu_runs_bf16()
+
+
+@functools.cache
+def cpu_runs_bf16() -> bool:
+    """Whether oneDNN accepts a bf16 LSTM here (it refuses when capped below AVX-512); a few ms."""
+    try:
+        lstm = torch.nn.LSTM(16, 16, batch_first=True)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            lstm(torch.zeros(1, 2, 16))
+        return True
+    except RuntimeError:
+        return False
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
@@ -61,6 +77,9 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     if name == "fp32":
         return None
     if name == "bf16":
+        if device.type == "cpu" and not cpu_runs_bf16():
+            raise RnngenError("--precision bf16: this CPU, as torch is set to use it, has no bf16 LSTM "
+                              "kernels; use --precision fp32 (or auto)")
         return torch.bfloat16
     if name == "fp16":
         if device.type == "cpu":

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from rnngen import checkpoint, distributed, train_state
+from rnngen import checkpoint, distributed, planner, train_state
 from rnngen.chart import chart_or_line
-from rnngen.config import ModelConfig, Plan, TrainConfig, TrainOptions, format_duration, plan
+from rnngen.config import ModelConfig, Plan, TrainConfig, TrainOptions, format_duration, limits, plan
 from rnngen.data import VAL_CAP, detect_kind, expand_sources, writable_folder
 from rnngen.device import precision_name, resolve_precision
 from rnngen.errors import RnngenError, UsageError
@@ -52,8 +52,7 @@ def _run(options: TrainOptions, world: distributed.World) -> int:
     given, folder = _sources(options, settings.train, say=world.main and not options.quiet)
     if world.size > 1:
         distributed.check_sources(given.paths)
-    world.rows(settings.train.batch_size)  # the batch must split evenly among the processes
-    out = _out_path(options, given.paths, check=world.main)  # before the corpus is read
+    out = _out_path(options, given.paths, check=world.main and not options.dry_run)  # before the corpus is read
     files = expand_sources(given.paths)
     kind = kind_named(detect_kind(files, resumed["kind"] if resumed else options.kind))
     if base is not None and base["kind"] != kind.name:
@@ -62,14 +61,25 @@ def _run(options: TrainOptions, world: distributed.World) -> int:
     corpus = _corpus(kind, given, files, options, settings.train, given_codec, resumed, base)
     if len(corpus.val_ids) < 2:
         raise RnngenError("the validation split is empty: the corpus is too short for --val-frac; add data")
+    choice = None
+    if resumed is None:
+        choice = _choose(options, corpus, world, dtype)
+        settings = plan(options.settings, None, base, choice.values)
     if resumed is None or options.sources:  # read as given here: recorded so that --resume reads them again
         settings.train.sources = [str(n) for n in corpus.recorded()]
     settings.train.start_folder = str(folder)
+    world.rows(settings.train.batch_size)  # the batch must split evenly among the processes
     model = _model(settings, corpus, resumed or base)
+    if options.dry_run:
+        print(_header(model, settings.train, corpus, dtype, world))
+        print(_plan_lines(choice, corpus.codec.vocab_size))
+        return 0
 
     reporter = Reporter(unit=corpus.codec.unit, quiet=options.quiet or not world.main,
                         log=options.log if world.main else None)
     reporter.say(_header(model, settings.train, corpus, dtype, world))
+    if choice is not None:
+        reporter.say(f"planned: {choice.why}" + (f"; {choice.calibration}" if choice.calibration else ""))
     tags = corpus.tags
     meta = {"kind": kind.name, **({"tag_tokens": tags.tokens} if tags else {})}
     trainer = Trainer(model, corpus.train_ids, corpus.val_ids, settings.train, world.device, dtype,
@@ -100,6 +110,33 @@ def _run(options: TrainOptions, world: distributed.World) -> int:
     reporter.say(f"saved {outcome.best_path} (best) and {outcome.last_path} (resumable)")
     reporter.say(f"sample with: rnngen sample {outcome.best_path}")
     return 0
+
+
+def _choose(options: TrainOptions, corpus, world: distributed.World, dtype) -> planner.Choice:
+    """The planner's shape and regularisation for this budget, corpus and machine."""
+    stops = limits(options.settings)
+    budget = planner.Budget(stops["max_time"], stops["max_steps"], stops["epochs"])
+    calibration = planner.Calibration(world.device, dtype, options.cache_dir) if budget.seconds else None
+    rate = calibration
+    if calibration is not None and world.size > 1:  # every rank plans the same run: rank 0's speeds
+        rate = lambda shape: world.broadcast([calibration(shape)])[0]  # noqa: E731
+    choice = planner.choose(budget, len(corpus.train_ids), corpus.codec.vocab_size, rate)
+    choice.calibration = calibration.describe() if calibration is not None else ""
+    return choice
+
+
+def _plan_lines(choice: planner.Choice | None, vocab: int) -> str:
+    """`--plan`: the choice, why, and each candidate's measured speed and parameters."""
+    if choice is None:
+        return "a resumed run keeps its settings"
+    lines = [f"planned: {choice.why}"]
+    if choice.rates:
+        lines.append(choice.calibration)
+    for shape in planner.SHAPES:
+        rate = f"{choice.rates[shape]:>9,.0f} tokens/s" if shape in choice.rates else ""
+        mark = "  <- chosen" if shape == choice.shape else ""
+        lines.append(f"  {shape.name:<9} {shape.params(vocab) / 1e6:6.2f}M parameters {rate}{mark}")
+    return "\n".join(lines)
 
 
 def _load_resumable(resume: str | None) -> dict | None:

@@ -59,9 +59,9 @@ def test_resume_from_the_last_checkpoint(tmp_path, trained):
     assert "9 steps" in info.stdout
 
 
-def test_options_left_unset_follow_the_budget(tmp_path, corpus):
+def test_options_left_unset_follow_the_plan(tmp_path, corpus):
     from rnngen import checkpoint
-    from rnngen.config import defaults_for_budget
+    from rnngen.planner import Budget, choose
 
     def trained_with(*args):
         out = tmp_path / "budget.pt"
@@ -70,31 +70,15 @@ def test_options_left_unset_follow_the_budget(tmp_path, corpus):
         saved = checkpoint.load(out)
         return checkpoint.model_config(saved), saved["train"]["config"], result.stderr
 
-    chosen = defaults_for_budget(None)  # a step limit: the long-run defaults
     model_cfg, train_cfg, header = trained_with()
+    chosen = choose(Budget(steps=2), 10**6, model_cfg.vocab_size).values  # two steps: a small fraction of an epoch
     assert (model_cfg.dropout, model_cfg.embed_dropout) == (chosen["dropout"], chosen["embed_dropout"])
     assert train_cfg["weight_decay"] == chosen["weight_decay"] and train_cfg["ema"] == chosen["ema"]
-    assert f"embedding dropout {chosen['embed_dropout']:g}, weight decay {chosen['weight_decay']:g}" in header
+    assert "embedding dropout" not in header and f"weight decay {chosen['weight_decay']:g}" in header
+    assert "planned: 1 x 128 for" in header
     model_cfg, train_cfg, header = trained_with("--embed-dropout", 0.05, "--weight-decay", 0.02)
     assert model_cfg.embed_dropout == 0.05 and train_cfg["weight_decay"] == 0.02
     assert "embedding dropout 0.05, weight decay 0.02" in header
-    resumed = invoke("train", "--resume", tmp_path / "budget.last.pt", "--weight-decay", 0.5, "--max-steps", 3)
-    assert_clean_error(resumed, match="--weight-decay cannot change when resuming")
-
-
-@pytest.mark.parametrize("cell", ["gru", "rnn"])
-def test_other_cells_train_and_sample(tmp_path, corpus, cell):
-    out = tmp_path / f"{cell}.pt"
-    result = invoke("train", corpus, *TINY, "--cell", cell, "--layers", 2, "--dropout", 0.1,
-                    "--max-steps", 3, "--out", out, "-q")
-    assert result.exit_code == 0, result.stderr
-    assert result.stderr == ""
-    assert cell in invoke("info", out).stdout
-    text = invoke("sample", out, "-n", 50, "--no-echo", "-s", 5).stdout
-    record = json.loads(invoke("sample", out, "-n", 50, "--format", "jsonl", "-s", 5).stdout)
-    assert record["tokens"] == 50 and len(record["text"]) == 50
-    # The 50 sampled characters, then a newline unless the last of them was one.
-    assert text == record["text"] + ("" if record["text"].endswith("\n") else "\n")
 
 
 def test_info_and_eval(trained, corpus):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rnngen.config import BUDGET_TIERS, DEFAULT_MAX_TIME, ModelConfig, TrainConfig, TrainOptions, plan
+from rnngen.config import DEFAULT_MAX_TIME, ModelConfig, TrainConfig, TrainOptions, plan
 from rnngen.errors import RnngenError
 
 
@@ -21,15 +21,16 @@ def test_options_split_into_settings_and_how_to_run():
         TrainOptions.from_params(dict(sources=[], colour="red"))
 
 
-def test_a_new_run_takes_the_budget_defaults_under_what_was_given():
-    short = plan({"max_time": 60.0, "hidden": 128})
-    assert short.model["hidden"] == 128 and short.model["layers"] == BUDGET_TIERS[0][1]["layers"]
-    assert short.train.lr == BUDGET_TIERS[0][1]["lr"] and short.train.max_time == 60.0
+def test_a_new_run_takes_the_planned_defaults_under_what_was_given():
+    planned = {"layers": 1, "hidden": 512, "lr": 8e-3, "batch_size": 32}
+    short = plan({"max_time": 60.0, "hidden": 128}, defaults=planned)
+    assert short.model["hidden"] == 128 and short.model["layers"] == 1
+    assert short.train.lr == 8e-3 and short.train.batch_size == 32 and short.train.max_time == 60.0
     assert short.model["cell"] == "lstm" and short.train.seed == 1337
     unlimited = plan({})
-    assert unlimited.train.max_time == DEFAULT_MAX_TIME and unlimited.model["layers"] == BUDGET_TIERS[-1][1]["layers"]
-    by_steps = plan({"max_steps": 50, "max_time": 30.0})  # a step limit means no time tier
-    assert by_steps.train.batch_size == BUDGET_TIERS[-1][1]["batch_size"]
+    assert unlimited.train.max_time == DEFAULT_MAX_TIME
+    by_steps = plan({"max_steps": 50}, defaults=planned)  # a step limit adds no time limit
+    assert (by_steps.train.max_steps, by_steps.train.max_time) == (50, None)
     ModelConfig(vocab_size=10, **short.model)  # a whole model config but its vocabulary
 
 
