@@ -18,7 +18,7 @@ import torch
 
 from rnngen import __version__, checkpoint
 from rnngen.data import writable_folder
-from rnngen.errors import RnngenError
+from rnngen.errors import RnngenError, install_hint
 from rnngen.model import RNNModel, StepModel
 
 FORMATS = ("onnx", "pt2")
@@ -103,7 +103,7 @@ def _export_onnx(step: StepModel, model: RNNModel, meta: dict, out: Path) -> Non
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError:
-        raise RnngenError("ONNX export needs onnx and onnxscript: pip install 'rnngen[onnx]'") from None
+        raise RnngenError(f"ONNX export needs onnx and onnxscript: {install_hint('onnx')}") from None
     names = state_names(model.cfg.cell)
     # The exporter chats about its progress on stdout, which belongs to data: keep it quiet.
     logger = logging.getLogger("torch.onnx")
@@ -128,7 +128,7 @@ def _onnx_runner(path: Path):
         import numpy as np
         import onnxruntime as ort
     except ImportError:
-        raise RnngenError("checking an ONNX export needs onnxruntime: pip install 'rnngen[onnx]'") from None
+        raise RnngenError(f"checking an ONNX export needs onnxruntime: {install_hint('onnx')}") from None
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
 
