@@ -441,6 +441,17 @@ def test_stats_of_a_known_piece(tmp_path):
     assert "skipped" in result.stderr and "100.0% of notes" in result.stdout
 
 
+def test_stats_prints_track_names_without_control_characters(tmp_path):
+    name = lambda text: [(0, mido.MetaMessage("track_name", name=text))]  # noqa: E731
+    path = write(tmp_path / "n.mid", [name("Sop\rrano") + melody(1, 8), name("Al\x00to\tII") + melody(2, 8)])
+    result = invoke("stats", path)
+    assert result.exit_code == 0, result.stderr
+    assert not any(ch in result.stdout for ch in "\r\x00\t")
+    rows = result.stdout.split("by mean pitch:\n")[1].splitlines()
+    assert sorted(row.split("  ")[1] for row in rows) == ["Al to II", "Sop rano"]
+    assert len({row.index(" notes in ") for row in rows}) == 1  # the columns line up
+
+
 def test_transposed_run_resumes_with_its_settings(tmp_path, folder):
     out = tmp_path / "t.pt"
     first = invoke("train", folder, *TINY, "--max-steps", 2, "--transpose", 1, "--out", out)
