@@ -24,6 +24,28 @@ app = typer.Typer(
 )
 
 
+def _print_version(asked: bool) -> None:
+    """--version: the installed package's version, read from its metadata (torch is not imported)."""
+    if not asked:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        number = version("rnngen")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from rnngen import __version__ as number
+    typer.echo(f"rnngen {number}")
+    raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print rnngen's version and exit.")] = False,
+) -> None:
+    pass
+
+
 class Cell(str, Enum):
     lstm = "lstm"
     gru = "gru"

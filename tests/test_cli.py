@@ -295,3 +295,17 @@ def test_the_command_line_sets_malloc_up_before_it_runs_except_in_data_parallel_
     monkeypatch.setenv("LOCAL_RANK", "1")  # as torchrun starts its workers
     cli.main()
     assert calls == ["malloc", "app", "app"]
+
+
+def test_version_comes_from_the_package_metadata_without_torch():
+    from importlib.metadata import version
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stderr == ""
+    assert result.stdout == f"rnngen {version('rnngen')}\n"
+    script = ("import sys\nsys.argv = ['rnngen', '--version']\nfrom rnngen.cli import main\n"
+              "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code\n"
+              "print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"rnngen {version('rnngen')}\nFalse\n"
