@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from rnngen.cli_common import (Cell, DeviceOpt, Format, Kind, Precision, QuietOpt, SeedOpt, SoundfontOpt, StepPrecision, TagOpt, _check,
+from rnngen.cli_common import (Cell, DeviceOpt, ForceOpt, Format, Kind, Precision, QuietOpt, SeedOpt, SoundfontOpt, StepPrecision, TagOpt, _check,
                                _parts_option, _plain, _seconds, _silence_stdout, _unescape, app, at_least_one, friendly,
                                non_negative, positive, rate, share)
 
@@ -56,14 +56,14 @@ def train(
     parts: Annotated[Optional[str], typer.Option(callback=_parts_option, help="MIDI: tracks: each track (each channel of a type 0 file) is a part, written back as its own track; merge: one stream, one piano track; NAME,NAME,...: only the tracks so named, as parts in that order. (default: tracks)", show_default=False)] = None,
     eval_every: Annotated[Optional[int], typer.Option(callback=positive, help="Validate every N steps. (default: ten times per run)", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Best checkpoint; the resumable one goes beside it as NAME.last.pt. (default: checkpoints/<source>.pt)", show_default=False)] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint at --out.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing checkpoint at --out (and its NAME.last.pt) and an existing --log file.")] = False,
     resume: Annotated[Optional[str], typer.Option(help="Continue a run exactly from its .last.pt checkpoint.", show_default=False)] = None,
     init_from: Annotated[Optional[str], typer.Option(help="Start from a checkpoint's weights (fine-tuning).", show_default=False)] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Keep read corpora here, so that the next run on the same files starts at once; safe to delete. (default: $RNNGEN_CACHE_DIR, else ~/.cache/rnngen)", show_default=False)] = None,
     device: DeviceOpt = "auto",
     precision: Annotated[Precision, typer.Option(help="auto: bf16 where the hardware is fast at it, else fp32.")] = Precision.auto,
     seed: SeedOpt = None,
-    log: Annotated[Optional[Path], typer.Option(help="Append metrics as JSON lines to this file.", show_default=False)] = None,
+    log: Annotated[Optional[Path], typer.Option(help="Write metrics as JSON lines to this file. A --resume run appends to its log; a new run replaces an existing log only with --force.", show_default=False)] = None,
     quiet: QuietOpt = False,
     nproc: Annotated[Optional[int], typer.Option(min=1, help="Train data-parallel in N processes on this machine (one per GPU with CUDA) by starting torchrun; --batch-size is the total over all of them. (default: 1)", show_default=False)] = None,
 ) -> None:
@@ -136,16 +136,17 @@ def sample(
     seed: SeedOpt = None,
     prime: Annotated[Optional[str], typer.Option("--prime", "-p", callback=_unescape, help=r"Text to start from (\n and \t escapes work).", show_default=False)] = None,
     prime_file: Annotated[Optional[str], typer.Option("--prime-file", "-f", help="Start from this file's text (MIDI models: continue this .mid file), or - for stdin.", show_default=False)] = None,
-    stop: Annotated[Optional[list[str]], typer.Option(callback=_unescape, help="End a sample at this string (repeatable; not printed).", show_default=False)] = None,
+    stop: Annotated[Optional[list[str]], typer.Option(callback=_unescape, help="Text models: end a sample at this string (repeatable; not printed).", show_default=False)] = None,
     tag: TagOpt = None,
-    fmt: Annotated[Format, typer.Option("--format", help="text, or jsonl: one JSON object per sample.")] = Format.text,
-    separator: Annotated[str, typer.Option(callback=_unescape, help="Printed between text samples.")] = r"\n\n",
+    fmt: Annotated[Format, typer.Option("--format", help="Text models: text, or jsonl: one JSON object per sample.")] = Format.text,
+    separator: Annotated[str, typer.Option(callback=_unescape, help="Text models: printed between samples.")] = r"\n\n",
     echo: Annotated[bool, typer.Option("--echo/--no-echo", help="Print the prime before the generated text (MIDI: keep the primer's notes in the file).")] = True,
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Write to this file instead of stdout (- is stdout). MIDI: a .mid file (x.mid gets x-1.mid, x-2.mid ... for several samples), a folder, or - for the first sample's bytes. (default for MIDI: MODEL-SEED.mid here)", show_default=False)] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Write to this file instead of stdout (- is stdout). MIDI: a .mid file (x.mid gets x-1.mid, x-2.mid ... for several samples), .wav/.flac audio or a .png/.svg/.pdf piano roll; a folder (sample.mid, or sample-1.mid ..., numbered on after the samples already there); or - for the first sample's bytes. A file already there is replaced only with --force. (default for MIDI: MODEL-SEED.mid here)", show_default=False)] = None,
     qpm: Annotated[Optional[float], typer.Option(callback=_check(lambda v: 4 <= v <= 1000, "between 4 and 1000 quarter notes per minute"), help="MIDI: tempo of the written files in quarter notes per minute. (default: the primer's, else 120)", show_default=False)] = None,
     audio: Annotated[bool, typer.Option("--audio", help="MIDI: also render each .mid file to .wav beside it (needs the audio extra).")] = False,
     soundfont: SoundfontOpt = None,
     program: Annotated[Optional[int], typer.Option(min=0, max=127, help="MIDI: General MIDI program (instrument) 0-127 of the written files. (default: 0, piano)", show_default=False)] = None,
+    force: ForceOpt = False,
     device: DeviceOpt = "auto",
     precision: Annotated[StepPrecision, typer.Option(help="Matmul precision. auto: int8 on CPUs with fast bf16 (weights for one sample, weights and activations for a batch; within 0.001 nats of fp32 on the shipped models), bf16 where int8 cannot run, else fp32; fp32 is exact.")] = StepPrecision.auto,
     quiet: QuietOpt = False,
@@ -211,7 +212,7 @@ def export(
     checkpoint: Annotated[str, typer.Argument(help="A checkpoint path or a shipped model name.")],
     fmt: Annotated[ExportFormat, typer.Option("--format", help="onnx, or pt2 (a torch.export program).")] = ExportFormat.onnx,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file. (default: <checkpoint>.onnx or .pt2 here)", show_default=False)] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing output file.")] = False,
+    force: ForceOpt = False,
 ) -> None:
     """Export the one-step model (tokens, state) -> (logits, state) to run outside rnngen, and check it."""
     from rnngen.export import TOLERANCE, export as export_step

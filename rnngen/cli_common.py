@@ -92,6 +92,7 @@ def _check_device(value: str) -> str:
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", callback=_check_device)]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", "-s", help="Random seed: same seed, same result.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or messages on stderr.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace output files that are already there; without it, a command refuses to.")]
 SoundfontOpt = Annotated[Optional[str], typer.Option(
     help="A General MIDI SoundFont (.sf2/.sf3). (default: $RNNGEN_SOUNDFONT, else the one the audio extra ships)",
     show_default=False)]

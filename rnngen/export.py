@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from rnngen import __version__, checkpoint
-from rnngen.data import writable_folder
+from rnngen.data import writable_file
 from rnngen.errors import RnngenError, install_hint
 from rnngen.model import RNNModel, StepModel
 
@@ -69,9 +69,7 @@ def export(name: str, fmt: str, out: Path | None = None, force: bool = False) ->
     model, codec, _ = checkpoint.load_model(name)
     step = StepModel(model).eval()
     out = Path(out) if out is not None else Path(f"{checkpoint.resolve(name).stem}.{fmt}")
-    if out.exists() and not force:
-        raise RnngenError(f"{out} already exists; pass --force to overwrite it")
-    writable_folder(out, "--out")
+    writable_file(out, "--out", force)
     meta = metadata(model, codec, Path(name).name)
     if fmt == "onnx":
         _export_onnx(step, model, meta, out)
