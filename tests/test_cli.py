@@ -340,6 +340,22 @@ def test_train_refuses_to_replace_a_log_or_a_resumable_checkpoint(tmp_path, trai
                        1, "does not exist")
 
 
+def _help(command: str, option: str) -> str:
+    import typer
+
+    params = typer.main.get_command(app).commands[command].params
+    return next(p.help for p in params if option in p.opts)
+
+
+def test_help_says_what_the_defaults_do():
+    assert "0, piano" not in _help("sample", "--program") and "keeps its own" in _help("sample", "--program")
+    assert "5% of the run" in _help("train", "--warmup") and "(default: 100)" in _help("train", "--warmup")
+    assert "ten times" not in _help("train", "--eval-every")
+    assert "each tenth" in _help("train", "--eval-every") and "5% of the time" in _help("train", "--eval-every")
+    assert "$XDG_CACHE_HOME/rnngen" in _help("train", "--cache-dir")
+    assert "appends" in _help("train", "--log") and "--force" in _help("train", "--log")
+
+
 def test_version_comes_from_the_package_metadata_without_torch():
     from importlib.metadata import version
 
