@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rnngen.errors import RnngenError, first_line
+from rnngen.errors import RnngenError, first_line, install_hint
 
 if TYPE_CHECKING:
     import numpy as np
 
 SOUNDFONT_ENV = "RNNGEN_SOUNDFONT"
-INSTALL_HINT = 'audio needs the optional packages: pip install "rnngen[audio]"'
+INSTALL_HINT = f"audio needs the optional packages: {install_hint('audio')}"
 SYNTH_RATE = 48000  # midirenderer always renders 16-bit stereo at 48 kHz; other rates are resampled
 # The default is the synthesizer's own rate: resampling a chorale to 44.1 kHz took 0.6 s on top of
 # 0.8 s of rendering, and 48 kHz plays everywhere.

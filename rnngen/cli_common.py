@@ -24,6 +24,28 @@ app = typer.Typer(
 )
 
 
+def _print_version(asked: bool) -> None:
+    """--version: the installed package's version, read from its metadata (torch is not imported)."""
+    if not asked:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        number = version("rnngen")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from rnngen import __version__ as number
+    typer.echo(f"rnngen {number}")
+    raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print rnngen's version and exit.")] = False,
+) -> None:
+    pass
+
+
 class Cell(str, Enum):
     lstm = "lstm"
     gru = "gru"
@@ -70,6 +92,7 @@ def _check_device(value: str) -> str:
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", callback=_check_device)]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", "-s", help="Random seed: same seed, same result.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or messages on stderr.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace output files that are already there; without it, a command refuses to.")]
 SoundfontOpt = Annotated[Optional[str], typer.Option(
     help="A General MIDI SoundFont (.sf2/.sf3). (default: $RNNGEN_SOUNDFONT, else the one the audio extra ships)",
     show_default=False)]

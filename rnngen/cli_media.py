@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from rnngen.cli_common import SoundfontOpt, app, friendly
+from rnngen.cli_common import ForceOpt, SoundfontOpt, app, friendly
 
 @app.command()
 @friendly
@@ -17,21 +17,22 @@ def render(
     pieces: Annotated[list[Path], typer.Argument(help="MIDI files to render.", show_default=False)],
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="A .wav or .flac file (one piece), or a folder. (default: beside each piece, as .wav)", show_default=False)] = None,
     soundfont: SoundfontOpt = None,
+    force: ForceOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No messages on stderr.")] = False,
 ) -> None:
     """Render MIDI files to audio (.wav or .flac) with a General MIDI SoundFont."""
     from rnngen.audio import render_file
 
-    targets = _audio_targets(pieces, out)
+    targets = _audio_targets(pieces, out, force)
     for piece, target in zip(pieces, targets):
         audio = render_file(piece, target, soundfont)
         if not quiet:
             typer.echo(f"wrote {target}: {audio.seconds:.1f} s of audio", err=True)
 
 
-def _audio_targets(pieces: list[Path], out: str | None) -> list[Path]:
+def _audio_targets(pieces: list[Path], out: str | None, force: bool) -> list[Path]:
     from rnngen.audio import FORMATS
-    from rnngen.data import writable_folder
+    from rnngen.data import writable_file
 
     if out is not None and not out.endswith(("/", "\\")) and not Path(out).is_dir():
         if len(pieces) > 1:
@@ -42,10 +43,13 @@ def _audio_targets(pieces: list[Path], out: str | None) -> list[Path]:
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
         targets = [(folder or p.parent) / f"{p.stem}.wav" for p in pieces]
+    if len(set(targets)) < len(targets):
+        raise typer.BadParameter("two pieces have the same name and would go to one file; render them "
+                                 "to different folders", param_hint="--out")
     for target in targets:
         if target.suffix.lower() not in FORMATS:
             raise typer.BadParameter(f"{target} is not a .wav or .flac file", param_hint="--out")
-        writable_folder(target, "--out")
+        writable_file(target, "--out", force)
     return targets
 
 
@@ -54,9 +58,13 @@ def _audio_targets(pieces: list[Path], out: str | None) -> list[Path]:
 def plot(
     files: Annotated[list[Path], typer.Argument(help="MIDI files (piano rolls), or --log files of training runs (loss curves).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="The picture: .png, .svg or .pdf.")],
+    force: ForceOpt = False,
 ) -> None:
     """Draw MIDI files as piano rolls, or training logs (rnngen train --log) as loss curves."""
     from rnngen import plot as drawing
+    from rnngen.data import writable_file
+
+    writable_file(out, "--out", force)
 
     logs = [f.suffix.lower() in (".jsonl", ".json", ".log") for f in files]
     if any(logs) and not all(logs):

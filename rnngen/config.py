@@ -122,6 +122,7 @@ class SampleConfig:
     separator: str = "\n\n"
     echo: bool = True
     out: str | None = None
+    force: bool = False  # replace files already at --out
     qpm: float | None = None
     program: int | None = None
     audio: bool = False  # MIDI: a .wav beside each .mid

@@ -95,6 +95,16 @@ def writable_folder(path: Path, option: str) -> None:
         raise RnngenError(f"{option} {path}: cannot write in {folder} ({e.strerror or e})") from None
 
 
+def writable_file(path: Path, option: str, force: bool = False) -> None:
+    """Fail before any work if `path` cannot be written, or is a file already there and `force` (the
+    command's --force) was not given: no command replaces a user's file unasked."""
+    writable_folder(path, option)
+    if path.is_dir():
+        raise RnngenError(f"{option} {path} is a folder; give a file name")
+    if not force and (path.exists() or path.is_symlink()):
+        raise RnngenError(f"{path} already exists; pass --force to overwrite it, or choose another {option}")
+
+
 def load_text(sources: Sequence[str]) -> tuple[str, list[str]]:
     """Every text source concatenated; folders keep only the files that read as text."""
     parts, names, skipped = [], [], []

@@ -10,6 +10,7 @@ the gradients. Without those variables nothing here runs: a single process train
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -182,6 +183,10 @@ def launch(nproc: int, args: list[str]) -> int:
     # `--` ends torchrun's own options: its parser would otherwise take `--log` for an abbreviation of its
     # `--log-dir` or `--logs-specs`, and stop.
     argv = ["--standalone", f"--nproc_per_node={nproc}", "-m", "--", "rnngen", "train", *args]
+    # torchrun's own log lines ("Received 2 death signal, shutting down workers", "Sending process ... closing
+    # signal", "failed (exitcode: 1) ...") repeat what the workers say and what the exit code tells; this
+    # process only runs the launcher, so its warnings and errors are silenced while it does.
+    logging.disable(logging.ERROR)
     try:
         torchrun.run(torchrun.parse_args(argv))
     except SignalException as e:
@@ -191,4 +196,6 @@ def launch(nproc: int, args: list[str]) -> int:
         if failure.exitcode < 0:
             raise RnngenError(f"the process of rank {rank} was killed by {failure.signal_name()}") from None
         return failure.exitcode
+    finally:
+        logging.disable(logging.NOTSET)
     return 0

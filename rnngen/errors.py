@@ -10,6 +10,11 @@ class UsageError(RnngenError):
     not have): one line, and exit 2 like the usage errors the parser finds."""
 
 
+def install_hint(extra: str) -> str:
+    """How to install an optional extra: from the package index, or in a source checkout."""
+    return f'pip install "rnngen[{extra}]" (or pip install -e ".[{extra}]" in a checkout)'
+
+
 def first_line(e: BaseException, width: int = 120) -> str:
     """What a library's exception says, cut to one line: the part of it worth showing a user."""
     lines = str(e).strip().splitlines()

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from rnngen import __version__, checkpoint
-from rnngen.data import writable_folder
-from rnngen.errors import RnngenError
+from rnngen.data import writable_file
+from rnngen.errors import RnngenError, install_hint
 from rnngen.model import RNNModel, StepModel
 
 FORMATS = ("onnx", "pt2")
@@ -69,9 +69,7 @@ def export(name: str, fmt: str, out: Path | None = None, force: bool = False) ->
     model, codec, _ = checkpoint.load_model(name)
     step = StepModel(model).eval()
     out = Path(out) if out is not None else Path(f"{checkpoint.resolve(name).stem}.{fmt}")
-    if out.exists() and not force:
-        raise RnngenError(f"{out} already exists; pass --force to overwrite it")
-    writable_folder(out, "--out")
+    writable_file(out, "--out", force)
     meta = metadata(model, codec, Path(name).name)
     if fmt == "onnx":
         _export_onnx(step, model, meta, out)
@@ -103,7 +101,7 @@ def _export_onnx(step: StepModel, model: RNNModel, meta: dict, out: Path) -> Non
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError:
-        raise RnngenError("ONNX export needs onnx and onnxscript: pip install 'rnngen[onnx]'") from None
+        raise RnngenError(f"ONNX export needs onnx and onnxscript: {install_hint('onnx')}") from None
     names = state_names(model.cfg.cell)
     # The exporter chats about its progress on stdout, which belongs to data: keep it quiet.
     logger = logging.getLogger("torch.onnx")
@@ -128,7 +126,7 @@ def _onnx_runner(path: Path):
         import numpy as np
         import onnxruntime as ort
     except ImportError:
-        raise RnngenError("checking an ONNX export needs onnxruntime: pip install 'rnngen[onnx]'") from None
+        raise RnngenError(f"checking an ONNX export needs onnxruntime: {install_hint('onnx')}") from None
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
 

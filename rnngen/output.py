@@ -5,6 +5,7 @@ stdout carries samples only."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
@@ -13,9 +14,21 @@ from typing import TextIO
 
 import torch
 
-from rnngen.data import writable_folder
-from rnngen.errors import RnngenError
+from rnngen.data import MIDI_SUFFIXES, writable_file, writable_folder
+from rnngen.errors import RnngenError, UsageError
 from rnngen.sample import StopScanner
+
+
+def check_text_target(out: str | None, force: bool, model: str) -> None:
+    """Before sampling: a text model's `out` (None or - for stdout) is a text file that can be written,
+    and is not already there unless `force`."""
+    if out is None or out == "-":
+        return
+    path = Path(out).expanduser()
+    if path.suffix.lower() in MIDI_SUFFIXES + AUDIO + PICTURES:
+        raise UsageError(f"--out {out}: {model} is a text model and writes text, not {path.suffix}; "
+                         f"give a text file such as {path.with_suffix('.txt')}, or - for stdout")
+    writable_file(path, "--out", force)
 
 
 def write_text(out: str | None, tokens: Iterable[torch.Tensor], codec, *, batch: int, prime: str, echo: bool,
@@ -38,8 +51,7 @@ def _output(out: str | None):
         yield sys.stdout
         sys.stdout.flush()
         return
-    path = Path(out)
-    writable_folder(path, "--out")
+    path = Path(out).expanduser()  # checked by check_text_target
     try:
         f = open(path, "w", encoding="utf-8", newline="")
     except OSError as e:
@@ -168,9 +180,7 @@ def write_midi(targets: list[Path] | None, files: Sequence[bytes], described: Se
                   file=sys.stderr)
         return
     for path, data, what in zip(targets, files, described):
-        written = [_write_as(path, data, soundfont)]
-        if audio and path.suffix.lower() not in AUDIO + PICTURES:
-            written.append(_write_as(path.with_suffix(".wav"), data, soundfont))
+        written = [_write_as(target, data, soundfont) for target in (path, *_beside(path, audio))]
         if not quiet:
             print(f"wrote {' and '.join(map(str, written))}: {what}", file=sys.stderr)
 
@@ -193,30 +203,52 @@ def _write_as(path: Path, data: bytes, soundfont: str | None) -> Path:
     return path
 
 
-def output_paths(out: str | None, count: int, default_stem: str) -> list[Path] | None:
+def _beside(path: Path, audio: bool) -> list[Path]:
+    """With --audio, the .wav written beside a .mid file."""
+    return [path.with_suffix(".wav")] if audio and path.suffix.lower() not in AUDIO + PICTURES else []
+
+
+def output_paths(out: str | None, count: int, default_stem: str, force: bool = False,
+                 audio: bool = False) -> list[Path] | None:
     """Where samples go: None for stdout (`-`); a file, numbered files, or files in a folder.
 
     No `-o`: the current folder, named after the model and seed, so that a file's name says how to
-    make it again. A folder (existing, or a path ending in /) gets sample.mid or sample-1.mid ...;
-    `x.mid` with several samples gets x-1.mid, x-2.mid ...
+    make it again. A folder (existing, or a path ending in /) gets sample.mid or sample-1.mid ...,
+    numbered on after the samples already there; `x.mid` with several samples gets x-1.mid, x-2.mid ...
+    A file already there (or the .wav that `audio` puts beside one) is replaced only with `force`.
     """
     if out == "-":
         if sys.stdout.isatty():
             raise RnngenError("refusing to write binary MIDI to a terminal; pipe it (-o - | ...) or give -o FILE.mid")
         return None
-    if out is None:
-        base = Path(f"{default_stem}.mid")
-    elif out.endswith(("/", "\\")) or Path(out).is_dir():
+    if out is not None and (out.endswith(("/", "\\")) or Path(out).expanduser().is_dir()):
         folder = Path(out).expanduser()
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise RnngenError(f"cannot make the folder {out}: {e.strerror or e}") from None
-        base = folder / "sample.mid"
-    else:
-        base = Path(out).expanduser()
-    writable_folder(base, "--out")
-    if count == 1:
-        return [base]
+        writable_folder(folder / "sample.mid", "--out")
+        return _numbered_on(folder, count)
+    base = Path(f"{default_stem}.mid") if out is None else Path(out).expanduser()
+    if base.suffix.lower() not in MIDI_SUFFIXES + AUDIO + PICTURES:
+        raise UsageError(f"--out {out}: a MIDI model writes .mid files (or .wav/.flac audio, .png/.svg/.pdf piano "
+                         f"rolls), not {base.suffix or 'a name without an extension'}; name it "
+                         f"{base.with_suffix('.mid')}, give a folder ending in /, or - for stdout")
     width = len(str(count))
-    return [base.with_name(f"{base.stem}-{i:0{width}d}{base.suffix}") for i in range(1, count + 1)]
+    paths = [base] if count == 1 else [base.with_name(f"{base.stem}-{i:0{width}d}{base.suffix}")
+                                       for i in range(1, count + 1)]
+    for path in paths:
+        for target in (path, *_beside(path, audio)):
+            writable_file(target, "--out", force)
+    return paths
+
+
+def _numbered_on(folder: Path, count: int) -> list[Path]:
+    """sample.mid, or sample-1.mid ...: numbered on after the samples already in `folder` (any file named
+    sample or sample-N, whatever its extension), so that a second run adds to the first."""
+    taken = [m.group(1) or "1" for p in folder.iterdir() if (m := re.fullmatch(r"sample(?:-(\d+))?", p.stem))]
+    if not taken and count == 1:
+        return [folder / "sample.mid"]
+    last = max(map(int, taken), default=0)
+    width = len(str(count)) if not taken else len(max(taken, key=int))  # as the names already there
+    return [folder / f"sample-{i:0{width}d}.mid" for i in range(last + 1, last + count + 1)]

@@ -13,9 +13,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rnngen.errors import RnngenError
+from rnngen.errors import RnngenError, install_hint
 
-INSTALL_HINT = 'plot needs the optional packages: pip install "rnngen[plot]"'
+INSTALL_HINT = f"plot needs the optional packages: {install_hint('plot')}"
 FORMATS = (".png", ".svg", ".pdf")
 LN2 = math.log(2)
 NOTE_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]

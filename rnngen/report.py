@@ -43,12 +43,12 @@ class Reporter:
     """Callable the trainer calls after every step."""
 
     def __init__(self, unit: str = "char", quiet: bool = False, log: Path | None = None,
-                 every: float = 10.0, stream: TextIO | None = None):
+                 every: float = 10.0, stream: TextIO | None = None, append: bool = True):
         self.unit, self.quiet, self.every = unit, quiet, every
         self.stream = stream or sys.stderr
         self.console = stderr_console()
         self.live = not quiet and self.console.is_terminal and stream is None
-        self.log = open(log, "a", encoding="utf-8") if log else None
+        self.log = open(log, "a" if append else "w", encoding="utf-8") if log else None  # append: a resumed run
         self.last_line = 0.0
         self.val = "-"
         self.progress: Progress | None = None

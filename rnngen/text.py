@@ -13,8 +13,8 @@ from rnngen.codec import TextCodec
 from rnngen.config import SampleConfig, TrainConfig, TrainOptions
 from rnngen.corpus_cache import open_text_corpus
 from rnngen.data import is_midi, read_text, split
-from rnngen.errors import RnngenError
-from rnngen.output import write_text
+from rnngen.errors import RnngenError, UsageError
+from rnngen.output import check_text_target, write_text
 from rnngen.sample import generate
 
 
@@ -65,8 +65,9 @@ class TextKind:
 
     def sample(self, codec: TextCodec, cfg: SampleConfig, run: Sampling) -> None:
         if cfg.qpm is not None or cfg.program is not None or cfg.audio or cfg.soundfont is not None:
-            raise RnngenError(f"--qpm, --program, --audio and --soundfont are for MIDI models; "
-                              f"{cfg.checkpoint} is a text model")
+            raise UsageError(f"--qpm, --program, --audio and --soundfont are for MIDI models; "
+                             f"{cfg.checkpoint} is a text model")
+        check_text_target(cfg.out, cfg.force, cfg.checkpoint)
         if cfg.prime_file is not None and cfg.prime_file != "-" and is_midi(Path(cfg.prime_file)):
             raise RnngenError(f"{cfg.prime_file} is a MIDI file, but {cfg.checkpoint} is a text model; prime it with text")
         prime = read_text(cfg.prime_file) if cfg.prime_file is not None else cfg.prime or ""

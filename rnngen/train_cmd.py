@@ -18,7 +18,7 @@ import torch
 from rnngen import checkpoint, distributed, planner, train_state
 from rnngen.chart import chart_or_line
 from rnngen.config import ModelConfig, Plan, TrainConfig, TrainOptions, format_duration, limits, plan
-from rnngen.data import VAL_CAP, detect_kind, expand_sources, writable_folder
+from rnngen.data import VAL_CAP, detect_kind, expand_sources, writable_file
 from rnngen.device import precision_name, resolve_precision
 from rnngen.errors import RnngenError, UsageError
 from rnngen.codec import codec_from_dict
@@ -53,6 +53,8 @@ def _run(options: TrainOptions, world: distributed.World) -> int:
     if world.size > 1:
         distributed.check_sources(given.paths)
     out = _out_path(options, given.paths, check=world.main and not options.dry_run)  # before the corpus is read
+    if world.main and not options.dry_run:
+        _check_log(options)
     files = expand_sources(given.paths)
     kind = kind_named(detect_kind(files, resumed["kind"] if resumed else options.kind))
     if base is not None and base["kind"] != kind.name:
@@ -76,7 +78,7 @@ def _run(options: TrainOptions, world: distributed.World) -> int:
         return 0
 
     reporter = Reporter(unit=corpus.codec.unit, quiet=options.quiet or not world.main,
-                        log=options.log if world.main else None)
+                        log=options.log if world.main else None, append=bool(options.resume))
     reporter.say(_header(model, settings.train, corpus, dtype, world))
     if choice is not None:
         reporter.say(f"planned: {choice.why}" + (f"; {choice.calibration}" if choice.calibration else ""))
@@ -244,10 +246,16 @@ def _out_path(options: TrainOptions, sources: list[str], check: bool = True) -> 
         return out
     if out.is_dir():
         raise RnngenError(f"--out {out} is a folder; give a file name such as {out / 'model.pt'}")
-    writable_folder(out, "--out")
-    if out.exists() and not options.force and not resume:
-        raise RnngenError(f"{out} already exists; pass --force to overwrite it, or choose another --out")
+    for path in (out, checkpoint.last_path(out)):  # a resumed run writes over its own checkpoints
+        writable_file(path, "--out", options.force or bool(resume))
     return out
+
+
+def _check_log(options: TrainOptions) -> None:
+    """--log can be written; a resumed run appends to its log, a new one replaces a log only with --force
+    (appending would mix two runs in one log)."""
+    if options.log is not None:
+        writable_file(Path(options.log), "--log", options.force or bool(options.resume))
 
 
 def _header(model: RNNModel, cfg: TrainConfig, corpus, dtype, world: distributed.World) -> str:

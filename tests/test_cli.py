@@ -279,3 +279,76 @@ def test_the_command_line_sets_malloc_up_before_it_runs_except_in_data_parallel_
     monkeypatch.setenv("LOCAL_RANK", "1")  # as torchrun starts its workers
     cli.main()
     assert calls == ["malloc", "app", "app"]
+
+
+# Never replacing a user's file without --force; what --help promises; --version.
+
+
+def test_sample_to_a_file_refuses_to_replace_it_without_force(trained, tmp_path):
+    out = tmp_path / "mine.txt"
+    out.write_text("my own words\n")
+    result = invoke("sample", trained, "-n", 20, "-s", 1, "-o", out)
+    assert_clean_error(result, 1, "--force")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert out.read_text() == "my own words\n"
+    result = invoke("sample", trained, "-n", 20, "-s", 1, "-p", "ROMEO:", "-o", out, "--force")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "" and out.read_text().startswith("ROMEO:")
+
+
+def test_a_text_model_refuses_a_midi_file_name(trained, tmp_path):
+    for name in ("chorale.mid", "song.wav"):
+        result = invoke("sample", trained, "-n", 20, "-o", tmp_path / name)
+        assert_clean_error(result, 2, ".txt")
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / name).exists()
+
+
+def test_train_refuses_to_replace_a_log_or_a_resumable_checkpoint(tmp_path, trained, corpus):
+    log = tmp_path / "run.jsonl"
+    log.write_text('{"step": 1, "loss": 9.0}\n')
+    args = ["train", corpus, *TINY, "--max-steps", 2, "--log", log]
+    assert_clean_error(invoke(*args, "--out", tmp_path / "new.pt"), 1, "--log")
+    assert log.read_text() == '{"step": 1, "loss": 9.0}\n' and not (tmp_path / "new.pt").exists()
+    # The last checkpoint beside --out counts too: here model.last.pt is there, model.pt is not.
+    (tmp_path / "model.pt").unlink()
+    assert_clean_error(invoke("train", corpus, *TINY, "--max-steps", 2, "--out", trained), 1, "model.last.pt")
+
+    result = invoke(*args, "--out", tmp_path / "new.pt", "--force", "-q")  # replaces the log: one run in it
+    assert result.exit_code == 0, result.stderr
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2]
+    result = invoke("train", "--resume", tmp_path / "new.last.pt", "--max-steps", 3, "--log", log, "-q")
+    assert result.exit_code == 0, result.stderr  # a resumed run goes on in its log
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3]
+    assert_clean_error(invoke(*args, "--out", tmp_path / "x.pt", "--log", tmp_path / "missing" / "x.jsonl"),
+                       1, "does not exist")
+
+
+def _help(command: str, option: str) -> str:
+    import typer
+
+    params = typer.main.get_command(app).commands[command].params
+    return next(p.help for p in params if option in p.opts)
+
+
+def test_help_says_what_the_defaults_do():
+    assert "0, piano" not in _help("sample", "--program") and "keeps its own" in _help("sample", "--program")
+    assert "5% of the run" in _help("train", "--warmup") and "(default: 100)" in _help("train", "--warmup")
+    assert "ten times" not in _help("train", "--eval-every")
+    assert "each tenth" in _help("train", "--eval-every") and "5% of the time" in _help("train", "--eval-every")
+    assert "$XDG_CACHE_HOME/rnngen" in _help("train", "--cache-dir")
+    assert "appends" in _help("train", "--log") and "--force" in _help("train", "--log")
+
+
+def test_version_comes_from_the_package_metadata_without_torch():
+    from importlib.metadata import version
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stderr == ""
+    assert result.stdout == f"rnngen {version('rnngen')}\n"
+    script = ("import sys\nsys.argv = ['rnngen', '--version']\nfrom rnngen.cli import main\n"
+              "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code\n"
+              "print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"rnngen {version('rnngen')}\nFalse\n"

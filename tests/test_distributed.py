@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -107,6 +108,7 @@ def test_nproc_run_samples_and_resumes_in_one_process(tmp_path, corpus):
     assert proc.stdout == ""
     assert proc.stderr.count("data-parallel on 2 processes (gloo): global batch 4 = 2 x 2 streams") == 1
     assert proc.stderr.count("done: 4 steps") == 1  # rank 0 alone speaks
+    assert not [line for line in proc.stderr.splitlines() if TORCHRUN_LINE.match(line) or "*****" in line]
 
     result = runner.invoke(app, ["train", *args, "--out", str(one), "--log", str(tmp_path / "one.jsonl"), "-q"])
     assert result.exit_code == 0, result.stderr
@@ -124,6 +126,23 @@ def test_nproc_run_samples_and_resumes_in_one_process(tmp_path, corpus):
         assert result.exit_code == 0, result.stderr
         assert checkpoint.load(tmp_path / f"{name}.last.pt")["resume"]["step"] == 6
     assert log_losses(tmp_path / "two.jsonl")[4:] == pytest.approx(log_losses(tmp_path / "one.jsonl")[4:], abs=1e-5)
+
+
+# torchrun's own log lines: "W1208 01:45:03.119000 4015 torch/distributed/elastic/...] Received 2 death signal"
+TORCHRUN_LINE = re.compile(r"[DIWEF]\d{4} [\d:.]+ +\d+ .*\] ")
+
+
+def test_a_failing_nproc_run_says_one_line_without_torchrun_chatter(tmp_path, corpus):
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"mine")  # a worker refuses to replace it; torchrun used to log the failure again
+    cmd = [sys.executable, "-m", "rnngen", "train", str(corpus), *TINY, "--max-steps", "2", "--nproc", "2",
+           "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **LOOPBACK})
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [f"error: (rank 0) {out} already exists; pass --force to overwrite it, "
+                                        "or choose another --out"]
+    assert out.read_bytes() == b"mine"
 
 
 def test_nproc_refuses_what_cannot_be_split(corpus):

@@ -85,8 +85,13 @@ def test_export_cli_and_bad_input(tmp_path):
     result = runner.invoke(app, ["export", str(ckpt), "--format", "pt2", "-o", str(tmp_path / "g.pt2")])
     assert result.exit_code == 0, result.stderr
     assert result.stdout == "" and "largest difference" in result.stderr
+    (tmp_path / "g.pt2").write_bytes(b"mine")
     again = runner.invoke(app, ["export", str(ckpt), "--format", "pt2", "-o", str(tmp_path / "g.pt2")])
-    assert again.exit_code == 1 and "--force" in again.stderr
+    assert again.exit_code == 1 and "--force" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "g.pt2").read_bytes() == b"mine"
+    forced = runner.invoke(app, ["export", str(ckpt), "--format", "pt2", "-o", str(tmp_path / "g.pt2"), "--force"])
+    assert forced.exit_code == 0, forced.stderr
+    assert (tmp_path / "g.pt2").read_bytes() != b"mine"
     text = tmp_path / "notes.txt"
     text.write_text(TEXT)
     bad = runner.invoke(app, ["export", str(text), "--format", "onnx"])
@@ -99,4 +104,4 @@ def test_onnx_without_the_extra_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if the extra were not installed
     result = CliRunner().invoke(app, ["export", str(ckpt), "--format", "onnx", "-o", str(tmp_path / "m.onnx")])
     assert result.exit_code == 1
-    assert "pip install 'rnngen[onnx]'" in result.stderr
+    assert 'pip install "rnngen[onnx]" (or pip install -e ".[onnx]" in a checkout)' in result.stderr

@@ -83,7 +83,7 @@ def test_plot_draws_logs_or_pieces_but_not_both(tmp_path):
 
 def test_audio_options_on_a_text_model_and_a_missing_extra_are_one_line(monkeypatch, tmp_path):
     result = invoke("sample", "-n", 10, "--audio")
-    assert result.exit_code == 1 and "for MIDI models" in result.stderr and "Traceback" not in result.stderr
+    assert result.exit_code == 2 and "for MIDI models" in result.stderr and "Traceback" not in result.stderr
     monkeypatch.setitem(sys.modules, "midirenderer", None)  # as without the audio extra
     result = invoke("sample", "bach", "-n", 10, "-o", tmp_path / "x.wav")
     assert result.exit_code == 1 and 'pip install "rnngen[audio]"' in result.stderr
@@ -97,3 +97,44 @@ def test_training_ends_with_the_validation_curve_and_info_keeps_it(tmp_path, cor
     assert "over 3 evaluations, best" in result.stderr  # one plain line off a terminal
     info = invoke("info", out)
     assert "over 3 evaluations" in info.stdout
+
+
+def refused(result, path, before: bytes) -> None:
+    """One line naming --force, a non-zero exit, and the file as it was."""
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "--force" in result.stderr
+    assert path.read_bytes() == before
+
+
+def test_render_and_plot_replace_a_file_only_with_force(tmp_path):
+    pytest.importorskip("matplotlib")
+    piece = tmp_path / "piece.mid"
+    assert invoke("sample", "bach", "-n", 60, "-s", 1, "-o", piece, "-q").exit_code == 0
+    beside = tmp_path / "piece.wav"  # where render puts it by default
+    beside.write_bytes(b"my recording")
+    refused(invoke("render", piece), beside, b"my recording")
+    refused(invoke("render", piece, "-o", beside), beside, b"my recording")
+
+    picture = tmp_path / "roll.png"
+    picture.write_bytes(b"my drawing")
+    refused(invoke("plot", piece, "-o", picture), picture, b"my drawing")
+    result = invoke("plot", piece, "-o", picture, "--force")
+    assert result.exit_code == 0, result.stderr
+    assert picture.read_bytes()[:8] == PNG
+
+
+def test_render_replaces_with_force(synth, tmp_path):
+    piece = tmp_path / "piece.mid"
+    assert invoke("sample", "bach", "-n", 60, "-s", 1, "-o", piece, "-q").exit_code == 0
+    (tmp_path / "piece.wav").write_bytes(b"my recording")
+    result = invoke("render", piece, "--force")
+    assert result.exit_code == 0, result.stderr
+    assert seconds_of(tmp_path / "piece.wav")[0] > 0
+
+
+def test_sample_audio_beside_the_midi_file_is_not_replaced_without_force(tmp_path):
+    beside = tmp_path / "x.wav"
+    beside.write_bytes(b"my recording")
+    refused(invoke("sample", "bach", "-n", 30, "-s", 1, "-o", tmp_path / "x.mid", "--audio"), beside, b"my recording")
+    assert not (tmp_path / "x.mid").exists()  # refused before anything was written

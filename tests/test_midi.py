@@ -348,6 +348,56 @@ def test_sample_to_stdout_numbered_files_and_the_default_name(tmp_path, midi_mod
     assert (tmp_path / "m-4.mid").exists()
 
 
+def test_sample_never_replaces_a_file_and_numbers_on_in_a_folder(tmp_path, midi_model, monkeypatch):
+    out = tmp_path / "out"
+    assert invoke("sample", midi_model, "-n", 40, "-s", 1, "-b", 2, "-o", f"{out}/", "-q").exit_code == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    again = invoke("sample", midi_model, "-n", 40, "-s", 2, "-b", 2, "-o", f"{out}/")
+    assert again.exit_code == 0, again.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["sample-1.mid", "sample-2.mid", "sample-3.mid", "sample-4.mid"]
+    assert all((out / name).read_bytes() == data for name, data in first.items())
+    assert f"wrote {out / 'sample-3.mid'}" in again.stderr and f"wrote {out / 'sample-4.mid'}" in again.stderr
+    assert "sample-1" not in again.stderr
+    assert invoke("sample", midi_model, "-n", 40, "-s", 3, "-o", out, "-q").exit_code == 0  # a folder, no slash
+    assert (out / "sample-5.mid").exists()
+
+    def refused(result, path, before):
+        assert_one_line_error(result, "--force")
+        assert path.read_bytes() == before
+
+    mine = tmp_path / "mine.mid"
+    mine.write_bytes(b"MThd mine")
+    refused(invoke("sample", midi_model, "-n", 40, "-s", 1, "-o", mine), mine, b"MThd mine")
+    result = invoke("sample", midi_model, "-n", 40, "-s", 1, "-o", mine, "--force", "-q")
+    assert result.exit_code == 0 and read_midi(mine).notes
+    (tmp_path / "x-2.mid").write_bytes(b"MThd two")
+    refused(invoke("sample", midi_model, "-n", 40, "-s", 1, "-b", 3, "-o", tmp_path / "x.mid"), tmp_path / "x-2.mid",
+            b"MThd two")
+    assert not (tmp_path / "x-1.mid").exists()  # refused before any was written
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m-4.mid").write_bytes(b"MThd four")  # the default name: model and seed
+    refused(invoke("sample", midi_model, "-n", 40, "-s", 4), tmp_path / "m-4.mid", b"MThd four")
+
+
+def test_numbering_in_a_folder_goes_on_after_any_sample_there(tmp_path):
+    folder = tmp_path / "f"
+    assert output_paths(f"{folder}/", 1, "m") == [folder / "sample.mid"]
+    (folder / "sample.mid").write_bytes(b"")
+    assert output_paths(str(folder), 2, "m") == [folder / "sample-2.mid", folder / "sample-3.mid"]
+    (folder / "sample-12.wav").write_bytes(b"")  # any extension: an --audio file counts
+    assert output_paths(str(folder), 1, "m") == [folder / "sample-13.mid"]
+    assert output_paths(f"{tmp_path / 'g'}/", 10, "m")[0] == tmp_path / "g" / "sample-01.mid"
+
+
+def test_text_options_and_file_names_are_usage_errors_for_a_midi_model(tmp_path, midi_model, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be written, not even the default file
+    for args, match in [(["--format", "jsonl"], "--format jsonl"), (["--stop", "x"], "--stop"),
+                        (["--separator", "--"], "--separator"), (["-o", "chorale.txt"], "chorale.mid"),
+                        (["-o", "song"], "song.mid")]:
+        assert_one_line_error(invoke("sample", midi_model, "-n", 20, "-s", 1, *args), match, code=2)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_primer_is_continued_with_its_tempo(tmp_path, midi_model):
     primer = write(tmp_path / "primer.mid", [[(0, mido.MetaMessage("set_tempo", tempo=750_000))], melody(9, 12)])
     out = tmp_path / "cont.mid"
@@ -378,8 +428,8 @@ def test_bad_files_are_listed_and_skipped_in_training(tmp_path, folder):
     assert "truncated" in result.stderr and "type 2" in result.stderr and "drum" in result.stderr
 
 
-def assert_one_line_error(result, match):
-    assert result.exit_code == 1, (result.stdout, result.stderr)
+def assert_one_line_error(result, match, code=1):
+    assert result.exit_code == code, (result.stdout, result.stderr)
     assert result.stdout == "" and "Traceback" not in result.stderr
     assert not isinstance(result.exception, (TypeError, AttributeError, ValueError))
     lines = [line for line in result.stderr.splitlines() if not line.startswith("skipped")]
@@ -406,8 +456,8 @@ def test_mixing_text_and_midi_is_a_clear_error(tmp_path, midi_model, corpus):
     assert invoke("train", corpus, *TINY, "--max-steps", 2, "--out", text_model, "-q").exit_code == 0
     primer = write(tmp_path / "p.mid", [melody(1, 5)])
     assert_one_line_error(invoke("sample", text_model, "-f", primer), "is a MIDI file")
-    assert_one_line_error(invoke("sample", text_model, "--qpm", 100), "text model")
-    assert_one_line_error(invoke("sample", midi_model, "-p", "ROMEO:", "-o", tmp_path / "x.mid"), "-f")
+    assert_one_line_error(invoke("sample", text_model, "--qpm", 100), "text model", code=2)
+    assert_one_line_error(invoke("sample", midi_model, "-p", "ROMEO:", "-o", tmp_path / "x.mid"), "-f", code=2)
     assert_one_line_error(invoke("sample", midi_model, "-f", corpus, "-o", tmp_path / "x.mid"), "not a MIDI file")
     assert not (tmp_path / "x.mid").exists()
     result = invoke("sample", midi_model, "--program", 200)
@@ -439,6 +489,17 @@ def test_stats_of_a_known_piece(tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "files decoded    1 of 2" in result.stdout and "notes per beat   3.00" in result.stdout
     assert "skipped" in result.stderr and "100.0% of notes" in result.stdout
+
+
+def test_stats_prints_track_names_without_control_characters(tmp_path):
+    name = lambda text: [(0, mido.MetaMessage("track_name", name=text))]  # noqa: E731
+    path = write(tmp_path / "n.mid", [name("Sop\rrano") + melody(1, 8), name("Al\x00to\tII") + melody(2, 8)])
+    result = invoke("stats", path)
+    assert result.exit_code == 0, result.stderr
+    assert not any(ch in result.stdout for ch in "\r\x00\t")
+    rows = result.stdout.split("by mean pitch:\n")[1].splitlines()
+    assert sorted(row.split("  ")[1] for row in rows) == ["Al to II", "Sop rano"]
+    assert len({row.index(" notes in ") for row in rows}) == 1  # the columns line up
 
 
 def test_transposed_run_resumes_with_its_settings(tmp_path, folder):

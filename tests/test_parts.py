@@ -92,6 +92,19 @@ def test_a_type_0_file_has_a_part_per_channel(tmp_path):
     assert len(read_midi(path).notes) == len(piece.notes)  # merged: the same notes, one part
 
 
+def test_roles_shared_by_program_are_written_as_named_tracks(tmp_path):
+    path = write(tmp_path / "t0.mid", [voice(0, 70, 1, program=40) + voice(1, 50, 2, program=42)], type=0)
+    piece = read_midi(path, parts=True)  # parts with no name: roles by program
+    codec = MidiCodec(parts=PartTable.fit([piece]))
+    data = parts_midi_bytes(codec.decode(codec.encode(codec.notes_of(piece))), written_parts(codec),
+                            codec.parts.written_order())
+    tracks = [t for t in mido.MidiFile(file=io.BytesIO(data)).tracks if any(m.type == "note_on" for m in t)]
+    assert [t.name for t in tracks] == ["program 40", "program 42"]
+    back = read_midi(data, parts=True)
+    assert [(p.name, p.program) for p in back.parts] == [("program 40", 40), ("program 42", 42)]
+    assert [codec.parts.role_of(p) for p in back.parts] == [codec.parts.role_of(p) for p in piece.parts]
+
+
 def test_one_part_pieces_cost_no_part_tokens_and_satb_chords_none_after_the_first():
     codec = MidiCodec(parts=PartTable([Part("B"), Part("T"), Part("A"), Part("S")]))
     chord = [Note(t, p + 12 * r, 12, 88, r) for t in (0, 12, 24) for r, p in enumerate((40, 45, 48, 52))]

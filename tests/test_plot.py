@@ -206,5 +206,6 @@ def test_without_the_extra_says_what_to_install(monkeypatch, tmp_path):
     for draw, source in [(plot.loss_curves, log), (plot.piano_roll, two_part_file(tmp_path / "a.mid"))]:
         with pytest.raises(RnngenError) as e:
             draw([source], tmp_path / "out.png")
-        assert str(e.value) == 'plot needs the optional packages: pip install "rnngen[plot]"'
+        assert str(e.value) == ('plot needs the optional packages: pip install "rnngen[plot]" '
+                                '(or pip install -e ".[plot]" in a checkout)')
     assert not (tmp_path / "out.png").exists()

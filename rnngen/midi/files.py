@@ -229,8 +229,8 @@ def _part_track(notes: Sequence[Note], part: Part, channel: int):
     events = sorted([(n.onset * per_step, 1, n.pitch, n.velocity) for n in notes]
                     + [((n.onset + n.dur) * per_step, 0, n.pitch, 0) for n in notes])  # offs first at a tick
     track = mido.MidiTrack()
-    if part.name:
-        track.append(mido.MetaMessage("track_name", name=part.name, time=0))
+    # A role shared by program has no name of its own: the track is named for what it plays.
+    track.append(mido.MetaMessage("track_name", name=part.name or part.label(), time=0))
     track.append(mido.Message("program_change", channel=channel, program=part.program, time=0))
     now = 0
     for tick, on, pitch, velocity in events:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from rnngen.config import SampleConfig, TrainConfig, TrainOptions
-from rnngen.errors import RnngenError
+from rnngen.errors import RnngenError, UsageError
 from rnngen.midi.codec import MidiCodec, Note
 from rnngen.midi.corpus import load_midi_corpus, load_midi_ids
 from rnngen.midi.files import DEFAULT_QPM, MidiError, Piece, midi_bytes, parts_midi_bytes, read_midi
@@ -37,8 +37,14 @@ class MidiKind:
     def sample(self, codec: MidiCodec, cfg: SampleConfig, run: Sampling) -> None:
         """One .mid file per sample (or the first one's bytes on stdout)."""
         if cfg.prime is not None:
-            raise RnngenError("this is a MIDI model: a prime must be a .mid file given with -f, not text with -p")
-        targets = output_paths(cfg.out, cfg.num_samples, f"{run.name}-{run.seed}")  # checked before the work
+            raise UsageError("this is a MIDI model: a prime must be a .mid file given with -f, not text with -p")
+        text_only = [name for name, given in ((f"--format {cfg.fmt}", cfg.fmt != "text"), ("--stop", cfg.stop),
+                                              ("--separator", cfg.separator != SampleConfig.separator)) if given]
+        if text_only:
+            raise UsageError(f"{', '.join(text_only)}: for text models only; {cfg.checkpoint} is a MIDI model, "
+                             f"whose samples are .mid files")
+        targets = output_paths(cfg.out, cfg.num_samples, f"{run.name}-{run.seed}", cfg.force,
+                               cfg.audio)  # checked before the work
         check_midi_targets(targets, cfg.audio, cfg.soundfont)
         prime, primer = [codec.bos], None
         if cfg.prime_file is not None:

@@ -57,7 +57,14 @@ class Part:
         return cls(d.get("name", ""), d.get("program", 0), bool(d.get("drums", False)))
 
     def label(self) -> str:
-        return self.name or ("drums" if self.drums else f"program {self.program}")
+        """The part as printed: its name, else what it plays."""
+        return printable(self.name) or ("drums" if self.drums else f"program {self.program}")
+
+
+def printable(name: str) -> str:
+    """A track name fit to print in a column: control characters (a carriage return, a NUL) become
+    spaces, and runs of spaces one."""
+    return " ".join("".join(c if c.isprintable() else " " for c in name).split())
 
 
 def parts_setting(value: str | None) -> str | None:
