@@ -27,7 +27,6 @@ PARAMS_PER_TOKEN = 8.0  # a model is never larger than this many parameters per 
 QUIET_EPOCHS = 4.0  # runs of up to this many epochs train best with no dropout; the 10-minute runs (15 epochs)
 HEAVY_EPOCHS = 15.0  # with dropout 0.25, embedding dropout 0.1 and weight decay 0.3
 EVAL_SHARE = 0.95  # of a timed budget left for training steps once validation has had its share
-CALIBRATION_SEQ = 32  # calibration windows: per-token cost barely depends on the window length
 
 
 @dataclass(frozen=True)
@@ -187,18 +186,19 @@ class Calibration:
 
 
 def measure_rate(shape: Shape, device, dtype, vocab: int = 96, steps: int = 3) -> float:
-    """Training tokens/s of one shape: forward, backward and an AdamW step on random windows."""
+    """Training tokens/s of one shape: forward, backward and the trainer's AdamW step on random windows
+    of the shape's own batch and length."""
     import torch
     import torch.nn.functional as F
 
-    from rnngen.config import ModelConfig
+    from rnngen.config import ModelConfig, TrainConfig
     from rnngen.model import RNNModel
-    from rnngen.train import autocast
+    from rnngen.train import autocast, make_optimizer
 
     torch.manual_seed(0)
     model = RNNModel(ModelConfig(vocab_size=vocab, layers=shape.layers, hidden=shape.hidden, embed=EMBED)).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    ids = torch.randint(vocab, (shape.batch_size, CALIBRATION_SEQ + 1), device=device)
+    optimizer = make_optimizer(model, TrainConfig(lr=1e-4))  # as the trainer makes it
+    ids = torch.randint(vocab, (shape.batch_size, shape.seq_len + 1), device=device)  # the windows it trains on
     best = math.inf
     for i in range(steps + 1):  # the first step builds the kernels and is not timed
         _sync(device)
@@ -212,7 +212,7 @@ def measure_rate(shape: Shape, device, dtype, vocab: int = 96, steps: int = 3) -
         _sync(device)
         if i:
             best = min(best, time.perf_counter() - start)  # the fastest step: least disturbed by other work
-    return shape.batch_size * CALIBRATION_SEQ / best
+    return shape.batch_size * shape.seq_len / best
 
 
 def _sync(device) -> None:
