@@ -41,6 +41,11 @@ class Shape:
     def name(self) -> str:
         return f"{self.layers} x {self.hidden}"
 
+    @property
+    def key(self) -> str:
+        """What its measured speed is kept under: the windows it trains on change the speed too."""
+        return f"{self.layers}x{self.hidden}/{self.batch_size}x{self.seq_len}"
+
     def params(self, vocab: int) -> int:
         """An LSTM's parameter count with rnngen's embedding width and output layer."""
         recurrent = sum(4 * self.hidden * ((EMBED if i == 0 else self.hidden) + self.hidden + 2)
@@ -90,11 +95,23 @@ class Choice:
     calibration: str = ""  # where the rates came from
 
 
-def choose(budget: Budget, corpus: int, vocab: int, rate: Callable[[Shape], float] | None = None) -> Choice:
+def candidates(given: dict[str, Any]) -> tuple[Shape, ...]:
+    """The shapes to choose among: SHAPES, or the one that --layers and --hidden give, with the
+    windows and learning rate of the listed shape nearest it in size where those are not given."""
+    if "layers" not in given or "hidden" not in given:
+        return SHAPES
+    size = Shape(given["layers"], given["hidden"], 0, 0, 0.0).params(96)
+    like = min(SHAPES, key=lambda s: abs(math.log(s.params(96) / size)))
+    return (Shape(given["layers"], given["hidden"], given.get("batch_size", like.batch_size),
+                  given.get("seq_len", like.seq_len), given.get("lr", like.lr)),)
+
+
+def choose(budget: Budget, corpus: int, vocab: int, rate: Callable[[Shape], float] | None = None,
+           shapes: tuple[Shape, ...] = SHAPES) -> Choice:
     """The shape and regularisation for `budget` on a corpus of `corpus` training tokens. `rate(shape)`:
     its training tokens/s on this machine, asked only for a timed budget and only for the shapes tried
     (smallest first, up to the first that would see too few tokens)."""
-    fits = [s for s in SHAPES if s.params(vocab) <= PARAMS_PER_TOKEN * corpus] or [SHAPES[0]]
+    fits = [s for s in shapes if s.params(vocab) <= PARAMS_PER_TOKEN * corpus] or [shapes[0]]
     rates: dict[Shape, float] = {}
     shape, tokens = fits[0], 0.0
     for candidate in fits:
@@ -109,7 +126,9 @@ def choose(budget: Budget, corpus: int, vocab: int, rate: Callable[[Shape], floa
               "seq_len": shape.seq_len, "lr": shape.lr, "weight_drop": 0.0, "ema": 0.995, **regularisation(epochs)}
     why = (f"{shape.name} for {_tokens(tokens)} training tokens, {epochs:.1f} epochs of {_tokens(corpus)}: the "
            f"largest shape with {TOKENS_PER_PARAM:g}+ tokens per parameter ({tokens / shape.params(vocab):.1f})")
-    if shape is fits[-1] and len(fits) < len(SHAPES):
+    if len(shapes) == 1:
+        why = f"{shape.name} as given, for {_tokens(tokens)} training tokens, {epochs:.1f} epochs of {_tokens(corpus)}"
+    elif shape is fits[-1] and len(fits) < len(shapes):
         why += f"; larger ones are big for a corpus of {_tokens(corpus)}"
     return Choice(shape, values, tokens, epochs, why, rates)
 
@@ -143,7 +162,7 @@ def machine_key(device, dtype) -> str:
         cpu = platform.processor()
     if device.type == "cuda":
         cpu += torch.cuda.get_device_name(device)
-    text = f"{cpu}|{torch.__version__}|{device.type}|{dtype}|{torch.get_num_threads()}|{[*SHAPES]}"
+    text = f"{cpu}|{torch.__version__}|{device.type}|{dtype}|{torch.get_num_threads()}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -167,16 +186,16 @@ class Calibration:
         self.busy = 0.0  # the load average when a speed was measured, where that was high
 
     def __call__(self, shape: Shape) -> float:
-        if shape.name not in self.rates:
+        if shape.key not in self.rates:
             from rnngen.cache import write_json
 
             load, cores = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0, os.cpu_count() or 1
             self.busy = max(self.busy, load if load > 0.75 * cores else 0.0)
-            self.rates[shape.name] = self.measure(shape)
+            self.rates[shape.key] = self.measure(shape)
             self.measured.append(shape.name)
             self.when = self.when or time.strftime("%Y-%m-%d %H:%M")
             write_json(self.path, {"when": self.when, "rates": self.rates})
-        return self.rates[shape.name]
+        return self.rates[shape.key]
 
     def describe(self) -> str:
         measured = f"measured {', '.join(self.measured)} now" if self.measured else f"calibrated {self.when}"
@@ -185,22 +204,23 @@ class Calibration:
         return f"speeds {measured}, kept in {self.path}{busy}"
 
 
-def measure_rate(shape: Shape, device, dtype, vocab: int = 96, steps: int = 3) -> float:
+def measure_rate(shape: Shape, device, dtype, vocab: int = 96, steps: int = 3, seconds: float = 0.5) -> float:
     """Training tokens/s of one shape: forward, backward and the trainer's AdamW step on random windows
-    of the shape's own batch and length."""
+    of the shape's own batch and length; the fastest of at least `steps` steps, timed for at least
+    `seconds` (the fastest step is the one least disturbed by other work)."""
     import torch
     import torch.nn.functional as F
 
     from rnngen.config import ModelConfig, TrainConfig
     from rnngen.model import RNNModel
-    from rnngen.train import autocast, make_optimizer
+    from rnngen.trainer import autocast, make_optimizer
 
     torch.manual_seed(0)
     model = RNNModel(ModelConfig(vocab_size=vocab, layers=shape.layers, hidden=shape.hidden, embed=EMBED)).to(device)
     optimizer = make_optimizer(model, TrainConfig(lr=1e-4))  # as the trainer makes it
     ids = torch.randint(vocab, (shape.batch_size, shape.seq_len + 1), device=device)  # the windows it trains on
-    best = math.inf
-    for i in range(steps + 1):  # the first step builds the kernels and is not timed
+    best, timed, spent = math.inf, -1, 0.0
+    while timed < steps or (spent < seconds and timed < 50):  # step -1 builds the kernels, untimed
         _sync(device)
         start = time.perf_counter()
         with autocast(device, dtype):
@@ -210,8 +230,10 @@ def measure_rate(shape: Shape, device, dtype, vocab: int = 96, steps: int = 3) -
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         _sync(device)
-        if i:
-            best = min(best, time.perf_counter() - start)  # the fastest step: least disturbed by other work
+        took = time.perf_counter() - start
+        if timed >= 0:
+            best, spent = min(best, took), spent + took
+        timed += 1
     return shape.batch_size * shape.seq_len / best
 
 

@@ -76,7 +76,7 @@ def test_speeds_are_measured_once_and_kept(tmp_path, monkeypatch):
 def test_a_real_measurement_is_a_positive_speed():
     import torch
 
-    assert planner.measure_rate(SHAPES[0], torch.device("cpu"), None, steps=1) > 0
+    assert planner.measure_rate(SHAPES[0], torch.device("cpu"), None, steps=1, seconds=0) > 0
 
 
 def test_plan_prints_what_would_be_trained_and_trains_nothing(tmp_path, corpus):
@@ -95,3 +95,15 @@ def test_a_timed_plan_shows_the_measured_speeds(tmp_path, corpus, monkeypatch):
     assert result.exit_code == 0, result.stderr
     assert "tokens/s  <- chosen" in result.stdout and "speeds measured 1 x 128" in result.stdout
     assert list((tmp_path / "planner").glob("*.json"))
+
+
+def test_a_given_shape_is_the_only_one_measured_and_sets_the_regularisation():
+    from rnngen.planner import candidates
+
+    asked = []
+    shapes = candidates({"layers": 2, "hidden": 300, "seq_len": 50})
+    assert [(s.layers, s.hidden, s.seq_len) for s in shapes] == [(2, 300, 50)]
+    chosen = choose(Budget(seconds=600), CORPUS, VOCAB, lambda s: asked.append(s) or 20_000.0, shapes)
+    assert asked == list(shapes) and chosen.shape == shapes[0] and "as given" in chosen.why
+    assert chosen.values["dropout"] == regularisation(chosen.epochs)["dropout"] > 0  # 11 epochs
+    assert candidates({"hidden": 300}) == SHAPES  # a width alone leaves the choice to the plan
