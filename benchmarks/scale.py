@@ -215,7 +215,7 @@ import torch
 from rnngen.config import ModelConfig
 from rnngen.data import val_sample
 from rnngen.model import RNNModel
-from rnngen.train import evaluate
+from rnngen.trainer import evaluate
 torch.manual_seed(0)
 model = RNNModel(ModelConfig(vocab_size=65))
 ids = torch.randint(0, 65, (int(sys.argv[1]) * 4,), dtype=torch.uint8)

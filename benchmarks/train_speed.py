@@ -28,7 +28,7 @@ from rnngen.config import ModelConfig, TrainConfig
 from rnngen.data import Streams, split
 from rnngen.device import resolve_precision
 from rnngen.model import RNNModel
-from rnngen.train import autocast, evaluate, make_optimizer
+from rnngen.trainer import autocast, evaluate, make_optimizer
 
 CORPUS = "corpora/tinyshakespeare.txt"
 
@@ -66,7 +66,7 @@ def plain_loop(cfg: ModelConfig, x: torch.Tensor, y: torch.Tensor):
 
 
 def rnngen_steps(model: RNNModel, tcfg: TrainConfig, streams: Streams, dtype, steps: int) -> float:
-    """rnngen's training step (the loop in rnngen/train.py, minus logging): characters per second."""
+    """rnngen's training step (the loop in rnngen/trainer.py, minus logging): characters per second."""
     opt = make_optimizer(model, tcfg)
     state = model.init_state(tcfg.batch_size)
     device = torch.device("cpu")

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from rnngen import checkpoint, distributed
 from rnngen.cli import app
 from rnngen.data import split
-from rnngen.train import Interrupted, Trainer
+from rnngen.trainer import Interrupted, Trainer
 from tests.conftest import TINY, text_ids, tiny_config, tiny_model
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")

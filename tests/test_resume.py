@@ -11,7 +11,7 @@ import pytest
 
 from rnngen import checkpoint
 from rnngen.midi import kind as midi_kind
-from rnngen.train import learning_rate
+from rnngen.trainer import learning_rate
 from tests.conftest import TINY, tiny_config
 from tests.test_midi import assert_one_line_error, invoke, melody, write
 from tests.test_parts import quartet, voice

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from rnngen import checkpoint
 from rnngen.cli import app
 from rnngen.data import split
-from rnngen.train import Interrupted, Trainer
+from rnngen.trainer import Interrupted, Trainer
 from tests.conftest import TINY, make_text, text_ids, tiny_config, tiny_model
 
 runner = CliRunner()

@@ -21,7 +21,7 @@ from rnngen.export import read_metadata
 from rnngen.model import RNNModel, StepModel
 from rnngen.sample import generate
 from rnngen.tags import parse_sources, sample_tags
-from rnngen.train import evaluate, loss_by_tag
+from rnngen.trainer import evaluate, loss_by_tag
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import torch
 from rnngen import checkpoint
 from rnngen.data import Streams, split
 from rnngen.errors import RnngenError
-from rnngen.train import Interrupted, Trainer, evaluate, learning_rate
+from rnngen.trainer import Interrupted, Trainer, evaluate, learning_rate
 from tests.conftest import text_ids, tiny_config, tiny_model
 
 CPU = torch.device("cpu")

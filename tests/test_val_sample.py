@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rnngen.data import row_windows, val_sample
-from rnngen.train import EvaluationStopped, evaluate
+from rnngen.trainer import EvaluationStopped, evaluate
 from tests.conftest import text_ids, tiny_model
 
 CPU = torch.device("cpu")
