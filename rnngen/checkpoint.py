@@ -11,6 +11,7 @@ Writes are atomic: a temporary file in the same folder, fsync, rename.
 from __future__ import annotations
 
 import os
+import sys
 import pickle
 import tempfile
 import zipfile
@@ -38,17 +39,19 @@ def shipped_dirs() -> list[Path]:
 
 
 def resolve(name: str) -> Path:
-    """A checkpoint argument is a path, or the name of a shipped model."""
+    """A checkpoint argument is a path, or the name of a shipped model. A bare name that is a folder
+    here (a user's own `bach/`, say) still means the shipped model, and stderr says so."""
     path = Path(name).expanduser()
     if path.is_file():
         return path
+    bare = not path.suffix and os.sep not in name and "/" not in name
+    shipped = next((f / f"{name}{SUFFIX}" for f in shipped_dirs() if bare and (f / f"{name}{SUFFIX}").is_file()), None)
+    if shipped is not None:
+        if path.exists():
+            print(f"{name} is a folder here, not a checkpoint: using the shipped model {name}", file=sys.stderr)
+        return shipped
     if path.is_dir():
         raise RnngenError(f"{name} is a folder, not a checkpoint file")
-    if not path.suffix and os.sep not in name:
-        for folder in shipped_dirs():
-            candidate = folder / f"{name}{SUFFIX}"
-            if candidate.is_file():
-                return candidate
     hint = f" (shipped models: {', '.join(SHIPPED)})" if not path.suffix else ""
     raise RnngenError(f"no checkpoint at {name}{hint}")
 

@@ -76,7 +76,7 @@ def train(
         raise typer.BadParameter("give at least one file or folder to train on", param_hint="SOURCE")
     if nproc is not None and nproc > 1:
         raise typer.Exit(_launch_train(ctx, nproc, sources or [], batch_size, device))
-    code = train_cmd.run(TrainOptions.from_params({**_plain(ctx.params), "sources": sources or []}))
+    code = train_cmd.run(TrainOptions.from_params({**_plain(ctx.params), "sources": sources or []})).code
     if code:
         raise typer.Exit(code)
 

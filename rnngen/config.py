@@ -92,6 +92,7 @@ class TrainOptions:
     quiet: bool = False
     nproc: int | None = None
     dry_run: bool = False  # --plan: say what would be trained, and why, without training
+    on_event: Any = None  # the Python API's callback for each step's Event (rnngen.train)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> TrainOptions:

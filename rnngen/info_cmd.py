@@ -55,27 +55,15 @@ def _sources(names: list) -> str:
 
 
 def evaluate(name: str, files: list[str], device: str, tags: list[str] | None = None) -> str:
-    """The loss on `files`; a tagged model scores them as each tag asked for (default: every tag),
-    a line each, so one can see which style the data is closest to."""
-    import torch
+    """The loss on `files` (rnngen.api.Model.score); a tagged model scores them as each tag asked for
+    (default: every tag), a line each, so one can see which style the data is closest to."""
+    from rnngen.api import load
 
-    from rnngen.device import resolve_device, resolve_precision
-    from rnngen.kinds import kind_of
-    from rnngen.tags import check_tags
-    from rnngen.train import evaluate as loss_of
-
-    dev = resolve_device(device)
-    model, codec, _ = ckpt_io.load_model(name)
-    check_tags(model.cfg.tags, tags or [])
-    ids = kind_of(codec).load_eval(files, codec)
-    model, dtype, unit = model.to(dev), resolve_precision("auto", dev), codec.unit
-    lines = []
-    for tag in (tags or model.cfg.tags) or [None]:
-        each = None if tag is None else torch.full_like(ids, model.cfg.tags.index(tag), dtype=torch.uint8)
-        nats = loss_of(model, ids, dev, dtype, tags=each)
-        lines.append(f"{nats:.4f} nats/{unit}  {nats / LN2:.4f} bits/{unit}  perplexity {math.exp(nats):.3f}  "
-                     f"({len(ids):,} {unit}s{'' if tag is None else f', as {tag}'})")
-    return "\n".join(lines)
+    model = load(name, device=device)
+    score, unit = model.score(files=files, tags=tags or ()), model.unit
+    rows = score.by_tag.items() if score.by_tag else [(None, score)]
+    return "\n".join(f"{s.nats:.4f} nats/{unit}  {s.bits:.4f} bits/{unit}  perplexity {s.perplexity:.3f}  "
+                     f"({s.tokens:,} {unit}s{'' if tag is None else f', as {tag}'})" for tag, s in rows)
 
 
 def stats(files: list[str], drums: bool) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
@@ -60,27 +60,34 @@ def _output(out: str | None):
         yield f
 
 
-def _stream_one(stream: TextIO, tokens, codec, prime: str, stops: list[str]) -> None:
-    """One sample: each character is written and flushed as soon as it is sampled."""
+def stream_text(tokens: Iterable[torch.Tensor], codec, stops: list[str]) -> Iterator[str]:
+    """One sample's text as it is sampled, up to its first stop string (which is not given)."""
     scanner, chars = StopScanner(stops), codec.chars
-    written = prime  # the output's last character decides whether a final newline is needed
-    stream.write(prime)
     for step in tokens:
         text = scanner.feed(chars[int(step[0])])
         if text:
-            stream.write(text)
-            stream.flush()
-            written = text
+            yield text
         if scanner.stopped:
-            break
+            return
     tail = scanner.flush()
-    stream.write(tail)
-    if not (tail or written).endswith("\n"):
+    if tail:
+        yield tail
+
+
+def _stream_one(stream: TextIO, tokens, codec, prime: str, stops: list[str]) -> None:
+    """One sample: each character is written and flushed as soon as it is sampled."""
+    written = prime  # the output's last character decides whether a final newline is needed
+    stream.write(prime)
+    for text in stream_text(tokens, codec, stops):
+        stream.write(text)
+        stream.flush()
+        written = text
+    if not written.endswith("\n"):
         stream.write("\n")
     stream.flush()
 
 
-def _collect(tokens, codec, batch: int, stops: list[str], quiet: bool = False, length: int = 0):
+def collect_texts(tokens, codec, batch: int, stops: list[str], quiet: bool = False, length: int = 0):
     """Run the batch to the end (or until every row hit a stop); (texts, counts, reasons) per row.
 
     Tokens are read back from the device 64 steps at a time, so a GPU is not stalled every step.
@@ -136,14 +143,14 @@ def _progress(off: bool, length: int, batch: int):
 
 def _write_batch(stream: TextIO, tokens, codec, batch: int, prime: str, stops: list[str], separator: str,
                  quiet: bool, length: int) -> None:
-    texts, _, _ = _collect(tokens, codec, batch, stops, quiet, length)
+    texts, _, _ = collect_texts(tokens, codec, batch, stops, quiet, length)
     stream.write(separator.join(prime + t for t in texts))
     stream.write("\n")
 
 
 def _write_jsonl(stream: TextIO, tokens, codec, batch: int, prime: str, stops: list[str], seed: int,
                  quiet: bool, length: int, tags: list[str] | None) -> None:
-    texts, counts, reasons = _collect(tokens, codec, batch, stops, quiet, length)
+    texts, counts, reasons = collect_texts(tokens, codec, batch, stops, quiet, length)
     for i, (text, count, reason) in enumerate(zip(texts, counts, reasons)):
         record = {"index": i, "prime": prime, "text": text, "seed": seed, "tokens": count, "stop_reason": reason}
         if tags is not None:

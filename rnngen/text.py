@@ -71,14 +71,18 @@ class TextKind:
         if cfg.prime_file is not None and cfg.prime_file != "-" and is_midi(Path(cfg.prime_file)):
             raise RnngenError(f"{cfg.prime_file} is a MIDI file, but {cfg.checkpoint} is a text model; prime it with text")
         prime = read_text(cfg.prime_file) if cfg.prime_file is not None else cfg.prime or ""
-        codec.check(prime, "the prime")
-        # With no prime, start as the model saw most text start: after a newline (not printed).
-        start = codec.encode(prime) if prime else [codec.index.get("\n", 0)]
-        tokens = generate(run.model, start, run.length, cfg.num_samples, run.temperature, cfg.top_k, cfg.top_p,
+        tokens = generate(run.model, text_start(codec, prime), run.length, cfg.num_samples, run.temperature, cfg.top_k, cfg.top_p,
                           run.seed, run.device, stepper=run.step, tags=run.tags)
         write_text(cfg.out, tokens, codec, batch=cfg.num_samples, prime=prime, echo=cfg.echo, stops=cfg.stop,
                    fmt=cfg.fmt, separator=cfg.separator, seed=run.seed, quiet=cfg.quiet, length=run.length,
                    tags=run.tag_names())
+
+
+def text_start(codec: TextCodec, prime: str) -> list[int]:
+    """The tokens sampling starts from: the prime's, or with none, a newline (not printed), after
+    which the model saw most text start."""
+    codec.check(prime, "the prime")
+    return codec.encode(prime) if prime else [codec.index.get("\n", 0)]
 
 
 KIND = TextKind()

@@ -2,7 +2,7 @@
 trainer, say where it went.
 
 Started by torchrun, every process runs all of this on the same data and options; only rank 0 talks,
-writes the metrics log and saves checkpoints (see rnngen/distributed.py and rnngen/train.py).
+writes the metrics log and saves checkpoints (see rnngen/distributed.py and rnngen/trainer.py).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+from typing import NamedTuple
 import sys
 from pathlib import Path
 
@@ -26,10 +27,17 @@ from rnngen.kinds import kind_named
 from rnngen.model import RNNModel
 from rnngen.report import Reporter
 from rnngen.tags import Sources, describe_tags, load_tagged, parse_sources
-from rnngen.train import Interrupted, Trainer
+from rnngen.trainer import Interrupted, Trainer
 
 
-def run(options: TrainOptions) -> int:
+class Finished(NamedTuple):
+    code: int  # the exit code: 0 done, 130/143 stopped by a signal (saved), 1 failed
+    steps: int = 0
+    best_path: Path | None = None
+    last_path: Path | None = None
+
+
+def run(options: TrainOptions) -> Finished:
     """Train as `options` say; under torchrun, as one rank of a process group."""
     if options.resume and options.init_from:
         raise RnngenError("--resume continues a run and --init-from starts a new one; give one of them")
@@ -44,7 +52,7 @@ def run(options: TrainOptions) -> int:
         distributed.shutdown()
 
 
-def _run(options: TrainOptions, world: distributed.World) -> int:
+def _run(options: TrainOptions, world: distributed.World) -> Finished:
     resumed = _load_resumable(options.resume)
     base = checkpoint.load(options.init_from) if options.init_from else None
     settings = plan(options.settings, resumed, base)
@@ -75,7 +83,7 @@ def _run(options: TrainOptions, world: distributed.World) -> int:
     if options.dry_run:
         print(_header(model, settings.train, corpus, dtype, world))
         print(_plan_lines(choice, corpus.codec.vocab_size))
-        return 0
+        return Finished(0)
 
     reporter = Reporter(unit=corpus.codec.unit, quiet=options.quiet or not world.main,
                         log=options.log if world.main else None, append=bool(options.resume))
@@ -85,7 +93,7 @@ def _run(options: TrainOptions, world: distributed.World) -> int:
     tags = corpus.tags
     meta = {"kind": kind.name, **({"tag_tokens": tags.tokens} if tags else {})}
     trainer = Trainer(model, corpus.train_ids, corpus.val_ids, settings.train, world.device, dtype,
-                      checkpoint.Saver(out, corpus.codec, meta), report=reporter,
+                      checkpoint.Saver(out, corpus.codec, meta), report=_also(reporter, options.on_event),
                       resume=resumed["resume"] if resumed else None, world=world,
                       train_tags=tags.train if tags else None, val_tags=tags.val if tags else None)
     if resumed is not None:
@@ -97,10 +105,11 @@ def _run(options: TrainOptions, world: distributed.World) -> int:
         reporter.say(f"stopped at step {stop.step}; saved {stop.path}")
         again = f" (under torchrun, or with --nproc {world.size}, to go on with {world.size} processes)"
         reporter.say(f"resume with: rnngen train --resume {stop.path}{again if world.size > 1 else ''}")
-        return 128 + stop.signum if stop.signum in (signal.SIGINT, signal.SIGTERM) else 1
+        code = 128 + stop.signum if stop.signum in (signal.SIGINT, signal.SIGTERM) else 1
+        return Finished(code, stop.step, None, stop.path)
     except RnngenError:
         if not world.main:  # stops inside the loop are agreed by all ranks, and rank 0 says why
-            return 1
+            return Finished(1)
         raise
     unit = corpus.codec.unit
     reporter.say(f"done: {outcome.steps} steps in {format_duration(outcome.elapsed)}; best validation loss "
@@ -111,7 +120,14 @@ def _run(options: TrainOptions, world: distributed.World) -> int:
             f"{name} {loss:.4f}" for name, loss in zip(model.cfg.tags, trainer.val_by_tag)))
     reporter.say(f"saved {outcome.best_path} (best) and {outcome.last_path} (resumable)")
     reporter.say(f"sample with: rnngen sample {outcome.best_path}")
-    return 0
+    return Finished(0, outcome.steps, outcome.best_path, outcome.last_path)
+
+
+def _also(report, on_event):
+    """The reporter, and the API's `on_event` after it where one was given."""
+    if on_event is None:
+        return report
+    return lambda event: (report(event), on_event(event))
 
 
 def _choose(options: TrainOptions, corpus, world: distributed.World, dtype) -> planner.Choice:
@@ -122,7 +138,8 @@ def _choose(options: TrainOptions, corpus, world: distributed.World, dtype) -> p
     rate = calibration
     if calibration is not None and world.size > 1:  # every rank plans the same run: rank 0's speeds
         rate = lambda shape: world.broadcast([calibration(shape)])[0]  # noqa: E731
-    choice = planner.choose(budget, len(corpus.train_ids), corpus.codec.vocab_size, rate)
+    choice = planner.choose(budget, len(corpus.train_ids), corpus.codec.vocab_size, rate,
+                            planner.candidates(options.settings))
     choice.calibration = calibration.describe() if calibration is not None else ""
     return choice
 
@@ -134,7 +151,7 @@ def _plan_lines(choice: planner.Choice | None, vocab: int) -> str:
     lines = [f"planned: {choice.why}"]
     if choice.rates:
         lines.append(choice.calibration)
-    for shape in planner.SHAPES:
+    for shape in dict.fromkeys([*planner.SHAPES, choice.shape]):
         rate = f"{choice.rates[shape]:>9,.0f} tokens/s" if shape in choice.rates else ""
         mark = "  <- chosen" if shape == choice.shape else ""
         lines.append(f"  {shape.name:<9} {shape.params(vocab) / 1e6:6.2f}M parameters {rate}{mark}")

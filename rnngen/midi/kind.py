@@ -3,6 +3,9 @@ sampling (a .mid primer, grammar-masked generation, one .mid file per sample).""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import NamedTuple
+
 import torch
 
 from rnngen.config import SampleConfig, TrainConfig, TrainOptions
@@ -46,27 +49,44 @@ class MidiKind:
         targets = output_paths(cfg.out, cfg.num_samples, f"{run.name}-{run.seed}", cfg.force,
                                cfg.audio)  # checked before the work
         check_midi_targets(targets, cfg.audio, cfg.soundfont)
+        composed = self.compose(codec, run, cfg.num_samples, cfg.top_k, cfg.top_p, cfg.prime_file, cfg.qpm,
+                                cfg.program, cfg.echo)
+        write_midi(targets, [c.midi for c in composed], [c.description for c in composed], cfg.quiet, cfg.audio,
+                   cfg.soundfont)
+
+    def compose(self, codec: MidiCodec, run: Sampling, batch: int, top_k: int | None = None,
+                top_p: float | None = None, prime_file: str | Path | None = None, qpm: float | None = None,
+                program: int | None = None, echo: bool = True) -> list[Composed]:
+        """`batch` pieces, continuing the .mid file `prime_file` where one is given: each one's notes, the
+        parts its tracks play, its .mid bytes and a line that describes it."""
         prime, primer = [codec.bos], None
-        if cfg.prime_file is not None:
+        if prime_file is not None:
             try:
-                primer = read_midi(cfg.prime_file, codec.steps_per_quarter, codec.drums, codec.parts is not None)
+                primer = read_midi(prime_file, codec.steps_per_quarter, codec.drums, codec.parts is not None)
             except MidiError as e:
-                raise RnngenError(f"the primer {cfg.prime_file} cannot be used: {e}") from None
+                raise RnngenError(f"the primer {prime_file} cannot be used: {e}") from None
             prime = codec.encode(_primer_notes(codec, primer))[:-1]  # the piece so far: all but its EOS
-        rows = sample_tokens(run.model, codec, prime, run.length, cfg.num_samples, run.temperature, cfg.top_k,
-                             cfg.top_p, run.seed, run.device, stepper=run.step, tags=run.tags)
-        tempo = cfg.qpm or (primer.qpm if primer is not None and primer.qpm else DEFAULT_QPM)
+        rows = sample_tokens(run.model, codec, prime, run.length, batch, run.temperature, top_k,
+                             top_p, run.seed, run.device, stepper=run.step, tags=run.tags)
+        tempo = qpm or (primer.qpm if primer is not None and primer.qpm else DEFAULT_QPM)
         pieces = [codec.decode(prime + row) for row in rows]
-        if primer is not None and not cfg.echo:
+        if primer is not None and not echo:
             pieces = [_continuation(notes, len(codec.decode(prime))) for notes in pieces]
-        files = [piece_file(notes, codec, tempo, cfg.program, primer) for notes in pieces]
-        given = f" ({len(codec.decode(prime))} from the primer)" if primer is not None and cfg.echo else ""
+        parts = written_parts(codec, program, primer) if codec.parts is not None else [Part("", program or 0, False)]
+        given = f" ({len(codec.decode(prime))} from the primer)" if primer is not None and echo else ""
         tags = run.tag_names() or [None] * len(rows)
-        described = [f"{'' if tag is None else f'{tag}: '}{len(notes)} notes{given}, "
-                     f"{_beats(notes, codec):g} beats at {tempo:g} qpm"
-                     f"{'' if row and row[-1] == codec.eos else f', cut at -n {run.length}'}"
-                     for notes, row, tag in zip(pieces, rows, tags)]
-        write_midi(targets, files, described, cfg.quiet, cfg.audio, cfg.soundfont)
+        return [Composed(notes, parts, piece_file(notes, codec, tempo, program, primer),
+                         f"{'' if tag is None else f'{tag}: '}{len(notes)} notes{given}, "
+                         f"{_beats(notes, codec):g} beats at {tempo:g} qpm"
+                         f"{'' if row and row[-1] == codec.eos else f', cut at -n {run.length}'}")
+                for notes, row, tag in zip(pieces, rows, tags)]
+
+
+class Composed(NamedTuple):
+    notes: list[Note]
+    parts: list[Part]
+    midi: bytes  # the .mid file
+    description: str
 
 
 def piece_file(notes: list[Note], codec: MidiCodec, tempo: float, program: int | None, primer: Piece | None) -> bytes:
