@@ -28,6 +28,7 @@ from pathlib import Path
 
 import rnngen  # noqa: F401  (quiets torch's NumPy warning)
 from rnngen import checkpoint
+from rnngen.config import parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "corpora" / "tinyshakespeare.txt"
@@ -90,7 +91,7 @@ def main() -> None:
                 history = train["val_history"]
                 best_step, best = min(history, key=lambda p: p[1])
                 rate = train["tokens"] / train["elapsed"]
-                nano = f"{NANOGPT_73S}" if corpus == CORPUS else ""
+                nano = f"{NANOGPT_73S}" if corpus == CORPUS and 60 <= parse_duration(budget) <= 80 else ""
                 print(f"| {budget} | {run} | {model['layers']} x {model['hidden']} | {train['precision']} | "
                       f"{train['step']:,} | {rate:,.0f} | **{best:.4f}** | step {best_step:,.0f} of {train['step']:,} "
                       f"({best_step / train['step']:.0%}) | {nano} |", flush=True)

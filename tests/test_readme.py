@@ -1,6 +1,6 @@
-"""The README's shell examples, run as tests, so that the README cannot drift from the tool.
+"""The README's shell and Python examples, run as tests, so that the README cannot drift from the tool.
 
-Every ```sh block of README.md is one test, run in the README's order in one temporary folder laid out
+Every ```sh and ```python block of README.md is one test (a Python block runs with `python -c`), run in the README's order in one temporary folder laid out
 as a fresh checkout (corpora/, checkpoints/, examples/), as a new reader would run them one after the
 other. Each command line runs in bash with `pipefail`; its exit status is checked, it must print no
 traceback, and every file it names after `-o`, `--out` or `--log` must exist afterwards (a folder: with
@@ -33,6 +33,7 @@ blocks with no marks or folder; cram and prysk want their own transcript format,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -71,7 +72,7 @@ def _headings() -> dict[int, str]:
 def _blocks() -> list:
     params, headings = [], _headings()
     for block in codeblocks.extract_from_file(README):
-        if block.syntax != "sh":
+        if block.syntax not in ("sh", "python"):
             continue
         marks = [eval(m, {"pytest": pytest, "sys": sys}) for m in block.marks]  # as the plugin reads them
         params.append(pytest.param(block, marks=marks, id=f"{headings[block.lineno]}, line {block.lineno}"))
@@ -91,6 +92,17 @@ def shortened(command: str) -> str:
     if "--resume" not in command and "--init-from" not in command:  # those keep their model's shape
         cut += [f"{option} {value}" for option, value in SMALL.items() if not re.search(rf"{option}\b", command)]
     return LIMITS.sub("", command).replace("rnngen train", " ".join(["rnngen train", *cut]))
+
+
+PY_LIMITS = re.compile(r"\b(max_time|max_steps|epochs)=[^,)]+")
+
+
+def shortened_python(code: str) -> str:
+    """A Python example with each `rnngen.train(...)` cut the same way (`max_steps=1`, a small model)."""
+    if "rnngen.train(" not in code:
+        return code
+    cut = "max_steps=1" + "".join(f", {o.lstrip('-')}={v}" for o, v in SMALL.items() if f"{o.lstrip('-')}=" not in code)
+    return PY_LIMITS.sub(cut, code, count=1)
 
 
 def written(command: str) -> list[str]:
@@ -196,14 +208,25 @@ class _Server:
         self.log.close()
 
 
+def _run_python(code: str, root: Path, env: dict) -> None:
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, timeout=LINE_TIMEOUT)
+    err = done.stderr.decode(errors="replace")
+    assert done.returncode == 0, f"exit {done.returncode}\n{code}\n--- stderr (end) ---\n{err[-3000:]}"
+
+
 @pytest.mark.parametrize("block", _blocks())
 def test_readme_block(block, reader, request):
     root, env = reader
+    server = request.node.get_closest_marker("server")
+    if block.syntax == "python":
+        with _Server(server.args[0], root, env) if server else contextlib.nullcontext():
+            _run_python(shortened_python(block.code), root, env)
+        return
     commands = [shortened(c) for c in _commands(block.code)]
     missing = sorted({p for c in commands for p in _programs(c) if shutil.which(p, path=env["PATH"]) is None})
     if missing:
         pytest.skip(f"needs {', '.join(missing)}, not installed here")
-    server = request.node.get_closest_marker("server")
     if server is None:
         for command in commands:
             _run(command, root, env)
@@ -226,6 +249,12 @@ def test_the_switch_shortens_every_training_run():
     assert shortened("rnngen sample -n 100000 | head -c 500") == "rnngen sample -n 100000 | head -c 500"
 
 
+def test_the_switch_shortens_python_training_too():
+    code = 'm = rnngen.train(["a.txt"], max_time="2m", out="run.pt")'
+    assert shortened_python(code) == 'm = rnngen.train(["a.txt"], max_steps=1, layers=1, hidden=64, out="run.pt")'
+    assert shortened_python("rnngen.load('x').sample(500)") == "rnngen.load('x').sample(500)"
+
+
 def test_written_files_are_read_from_the_options():
     assert written('rnngen sample bach -b 8 -o out/   # eight pieces') == ["out/"]
     assert written("rnngen sample bach -o - | timidity -") == []
@@ -234,7 +263,7 @@ def test_written_files_are_read_from_the_options():
 
 def test_every_sh_block_is_collected_with_its_marks():
     blocks = _blocks()
-    fences = sum(line.strip() == "```sh" for line in README.read_text(encoding="utf-8").splitlines())
+    fences = sum(line.strip() in ("```sh", "```python") for line in README.read_text(encoding="utf-8").splitlines())
     assert len(blocks) == fences
     reasons = [m.kwargs.get("reason") for b in blocks for m in b.marks if m.name == "skip"]
     assert reasons and all(reasons), "a skipped block says why"
