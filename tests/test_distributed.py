@@ -20,7 +20,8 @@ from rnngen.data import split
 from rnngen.trainer import Interrupted, Trainer
 from tests.conftest import TINY, text_ids, tiny_config, tiny_model
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+pytestmark = [pytest.mark.slow,  # starts processes
+              pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")]
 
 CPU = torch.device("cpu")
 LOOPBACK = {"GLOO_SOCKET_IFNAME": "lo"} if sys.platform.startswith("linux") else {}  # gloo talks on 127.0.0.1

@@ -16,6 +16,8 @@ from rnngen.config import ModelConfig
 from rnngen.export import export, read_metadata
 from rnngen.model import RNNModel, StepModel
 
+pytestmark = pytest.mark.slow  # starts processes or servers, or trains through them
+
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "to be or not to be, that is the question.\n"
 

@@ -4,10 +4,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from typer.testing import CliRunner
 
 from rnngen.cli import app
 from tests.conftest import TINY
+
+pytestmark = pytest.mark.slow  # starts processes or servers, or trains through them
 
 
 def test_closed_pipe_is_quiet(tmp_path, corpus):

@@ -48,6 +48,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # starts processes or servers, or trains through them
+
 codeblocks = pytest.importorskip("pytest_codeblocks")
 
 REPO = Path(__file__).resolve().parent.parent

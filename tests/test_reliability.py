@@ -16,6 +16,8 @@ from rnngen.codec import TextCodec
 from rnngen.errors import RnngenError
 from tests.conftest import tiny_model
 
+pytestmark = pytest.mark.slow  # starts processes or servers, or trains through them
+
 runner = CliRunner()
 
 

@@ -14,6 +14,8 @@ from rnngen import checkpoint
 from rnngen.cli import app
 from tests.conftest import TINY
 
+pytestmark = pytest.mark.slow  # starts processes or servers, or trains through them
+
 runner = CliRunner()
 
 

@@ -30,6 +30,8 @@ from rnngen.serve_http import Server
 from rnngen.serve_loop import BatchLoop, Job
 from tests.conftest import make_text
 
+pytestmark = pytest.mark.slow  # starts processes or servers, or trains through them
+
 runner = CliRunner()
 LIMITS = Limits(max_tokens=1_000_000, max_n=4, max_prompt=200, max_rows=64)
 
