@@ -272,14 +272,29 @@ def keep_freed_memory() -> None:
 
 
 def main() -> None:
-    if "LOCAL_RANK" not in os.environ:
-        # Not in the workers of a data-parallel run: once in about 35 runs of its test, with this set, a
-        # worker aborted (SIGABRT) for a reason not found, so they keep glibc's defaults. torchrun sets
-        # LOCAL_RANK in each worker; `distributed.launched` would say the same but imports torch, which
-        # `rnngen --help` should not wait for.
+    worker = "LOCAL_RANK" in os.environ  # torchrun sets it in each worker of a data-parallel run
+    if not worker:
+        # Not in the workers: once in about 35 runs of its test, with this set, a worker aborted (SIGABRT)
+        # for a reason not found, so they keep glibc's defaults. `distributed.launched` would say the
+        # same but imports torch, which `rnngen --help` should not wait for.
         keep_freed_memory()
     try:
         app()
     except BrokenPipeError:
         _silence_stdout()
         sys.exit(0)
+    except SystemExit as done:
+        if worker:
+            _leave(done.code)
+        raise
+    if worker:
+        _leave(0)
+
+
+def _leave(code) -> None:
+    """A worker's exit, without the interpreter's teardown: its checkpoints and log are written and
+    closed by now, and the teardown is where a worker still aborted now and then ("terminate called
+    without an active exception": a thread of the process group's library alive as C++ cleans up)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
