@@ -276,9 +276,19 @@ def test_the_command_line_sets_malloc_up_before_it_runs_except_in_data_parallel_
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     cli.main()
     assert calls == ["malloc", "app"]
+    monkeypatch.setattr(cli, "_leave", lambda code: calls.append(f"leave {code}"))  # os._exit, in a worker
     monkeypatch.setenv("LOCAL_RANK", "1")  # as torchrun starts its workers
     cli.main()
-    assert calls == ["malloc", "app", "app"]
+    assert calls == ["malloc", "app", "app", "leave 0"]
+
+    def failing():
+        calls.append("app")
+        raise SystemExit(3)
+
+    monkeypatch.setattr(cli, "app", failing)
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert calls[-2:] == ["app", "leave 3"]  # a worker leaves with its command's exit code
 
 
 # Never replacing a user's file without --force; what --help promises; --version.
