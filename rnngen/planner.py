@@ -5,7 +5,7 @@ from this machine's measured speed for that shape (a calibration of a few second
 torch version and precision). The largest shape that sees at least `TOKENS_PER_PARAM` tokens per
 parameter, and that is not large beside the corpus, is chosen; regularisation then rises with the epochs
 the run will make. The two constants are fitted from measured runs (`benchmarks/planner_fit.py`, data
-in `benchmarks/planner_runs.csv`). Options given on the command line always win.
+in `benchmarks/data/planner_runs.csv`). Options given on the command line always win.
 """
 
 from __future__ import annotations
@@ -124,12 +124,14 @@ def choose(budget: Budget, corpus: int, vocab: int, rate: Callable[[Shape], floa
     epochs = tokens / max(corpus, 1)
     values = {"layers": shape.layers, "hidden": shape.hidden, "embed": EMBED, "batch_size": shape.batch_size,
               "seq_len": shape.seq_len, "lr": shape.lr, "weight_drop": 0.0, "ema": 0.995, **regularisation(epochs)}
-    why = (f"{shape.name} for {_tokens(tokens)} training tokens, {epochs:.1f} epochs of {_tokens(corpus)}: the "
-           f"largest shape with {TOKENS_PER_PARAM:g}+ tokens per parameter ({tokens / shape.params(vocab):.1f})")
+    seen = f"{_tokens(tokens)} training tokens, {epochs:.1f} epochs of {_tokens(corpus)}"
     if len(shapes) == 1:
-        why = f"{shape.name} as given, for {_tokens(tokens)} training tokens, {epochs:.1f} epochs of {_tokens(corpus)}"
-    elif shape is fits[-1] and len(fits) < len(shapes):
-        why += f"; larger ones are big for a corpus of {_tokens(corpus)}"
+        why = f"{shape.name} as given, for {seen}"
+    else:
+        why = (f"{shape.name} for {seen}: the largest shape with {TOKENS_PER_PARAM:g}+ tokens per parameter "
+               f"({tokens / shape.params(vocab):.1f})")
+        if shape is fits[-1] and len(fits) < len(shapes):
+            why += f"; larger ones are big for a corpus of {_tokens(corpus)}"
     return Choice(shape, values, tokens, epochs, why, rates)
 
 

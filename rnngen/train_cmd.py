@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 import os
 import signal
-from typing import NamedTuple
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -73,7 +73,7 @@ def _run(options: TrainOptions, world: distributed.World) -> Finished:
         raise RnngenError("the validation split is empty: the corpus is too short for --val-frac; add data")
     choice = None
     if resumed is None:
-        choice = _choose(options, corpus, world, dtype)
+        choice = _choose(options, corpus, world, dtype, base)
         settings = plan(options.settings, None, base, choice.values)
     if resumed is None or options.sources:  # read as given here: recorded so that --resume reads them again
         settings.train.sources = [str(n) for n in corpus.recorded()]
@@ -130,16 +130,19 @@ def _also(report, on_event):
     return lambda event: (report(event), on_event(event))
 
 
-def _choose(options: TrainOptions, corpus, world: distributed.World, dtype) -> planner.Choice:
-    """The planner's shape and regularisation for this budget, corpus and machine."""
+def _choose(options: TrainOptions, corpus, world: distributed.World, dtype, base: dict | None) -> planner.Choice:
+    """The planner's shape and regularisation for this budget, corpus and machine; a fine-tuned model's
+    shape is the base's, so only its speed is measured and its epochs set the regularisation."""
     stops = limits(options.settings)
     budget = planner.Budget(stops["max_time"], stops["max_steps"], stops["epochs"])
+    given = options.settings
+    if base is not None:
+        given = {**given, **{k: base["model"][k] for k in ("layers", "hidden") if k in (base.get("model") or {})}}
     calibration = planner.Calibration(world.device, dtype, options.cache_dir) if budget.seconds else None
     rate = calibration
-    if calibration is not None and world.size > 1:  # every rank plans the same run: rank 0's speeds
-        rate = lambda shape: world.broadcast([calibration(shape)])[0]  # noqa: E731
-    choice = planner.choose(budget, len(corpus.train_ids), corpus.codec.vocab_size, rate,
-                            planner.candidates(options.settings))
+    if calibration is not None and world.size > 1:  # every rank plans the same run: rank 0 measures
+        rate = lambda shape: world.broadcast([calibration(shape) if world.main else 0.0])[0]  # noqa: E731
+    choice = planner.choose(budget, len(corpus.train_ids), corpus.codec.vocab_size, rate, planner.candidates(given))
     choice.calibration = calibration.describe() if calibration is not None else ""
     return choice
 

@@ -107,3 +107,13 @@ def test_a_given_shape_is_the_only_one_measured_and_sets_the_regularisation():
     assert asked == list(shapes) and chosen.shape == shapes[0] and "as given" in chosen.why
     assert chosen.values["dropout"] == regularisation(chosen.epochs)["dropout"] > 0  # 11 epochs
     assert candidates({"hidden": 300}) == SHAPES  # a width alone leaves the choice to the plan
+
+
+def test_a_fine_tuned_model_is_planned_as_its_base(tmp_path, corpus):
+    from tests.conftest import TINY
+
+    base = tmp_path / "base.pt"
+    assert invoke("train", corpus, *TINY, "--max-steps", 2, "--out", base, "-q").exit_code == 0
+    result = invoke("train", corpus, "--init-from", base, "--max-steps", 50, "--plan", "--precision", "fp32")
+    assert result.exit_code == 0, result.stderr
+    assert "planned: 1 x 32 as given" in result.stdout and "training lstm 1 x 32" in result.stdout
