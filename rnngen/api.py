@@ -26,8 +26,6 @@ from typing import TYPE_CHECKING, Any
 from rnngen.errors import RnngenError, UsageError
 
 if TYPE_CHECKING:
-    import torch
-
     from rnngen.text import Sampling
 
 LN2 = math.log(2)

@@ -3,15 +3,14 @@ what a set of MIDI files holds. Each returns the text the command prints."""
 
 from __future__ import annotations
 
-import math
 import sys
 
 from rnngen import checkpoint as ckpt_io
+from rnngen.api import LN2
 from rnngen.chart import chart_or_line
 from rnngen.config import format_duration
 from rnngen.tags import describe_tags
 
-LN2 = math.log(2)
 
 
 def info(name: str) -> str:
